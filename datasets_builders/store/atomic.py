@@ -1,0 +1,39 @@
+"""Durable publishing: a file appears under its final name complete, or not at all.
+
+POSIX ``rename`` within one directory is atomic, and ``fsync`` of the file before and of the
+directory after makes the new name survive a power cut. Every file the store commits goes
+through here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(final: Path) -> Path:
+    """Hidden temporary sibling of ``final``; readers and globs for ``*.tar`` never see it."""
+    return final.with_name(f".{final.name}.tmp")
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """Atomically move an fsynced ``tmp`` to ``final`` and make the rename durable."""
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def write_bytes_atomic(final: Path, data: bytes) -> None:
+    tmp = temp_name(final)
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    publish(tmp, final)
