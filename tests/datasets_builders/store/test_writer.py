@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from tests.builds import build, build_with_rejects, make_sample, make_samples, spec_for
 
-from datasets_builders.formats.schema import Sample, Source, Turn
+from datasets_builders.formats.schema import Sample, Source
 from datasets_builders.store import (
     DatasetBusyError,
     DatasetExistsError,
@@ -247,17 +247,3 @@ def test_a_partial_build_of_another_spec_is_discarded(tmp_path):
     manifest = build(root, make_samples(4), spec_for(name="toy", max_samples=100))
     assert [s.samples for s in manifest.shards] == [4]
     assert files(root) == [".lock", "manifest.json", "rejects.parquet", "samples.parquet", "toy-000000.tar"]
-
-
-def test_sample_contract_is_enforced_at_construction():
-    from datasets_builders.formats.schema import SampleError
-
-    user = Turn("user", "hi")
-    with pytest.raises(SampleError, match="needs user/assistant pairs"):
-        Sample("k", "caption", (user,), Source("d", "1"))
-    with pytest.raises(SampleError, match="turn 1 has role 'user'"):
-        Sample("k", "caption", (user, user), Source("d", "1"))
-    with pytest.raises(SampleError, match="task 'Caption!'"):
-        Sample("k", "Caption!", (user, Turn("assistant", "yo")), Source("d", "1"))
-    with pytest.raises(SampleError, match="extra member extension 'json'"):
-        Sample("k", "caption", (user, Turn("assistant", "yo")), Source("d", "1"), extras={"json": b"{}"})
