@@ -12,6 +12,7 @@ from datasets_builders.store.verify import Problem, VerifyReport, verify_dataset
 from datasets_builders.store.writer import (
     DatasetBusyError,
     DatasetExistsError,
+    DatasetWriteError,
     DatasetWriter,
     DuplicateKeyError,
     ReconcileError,
@@ -20,7 +21,7 @@ from datasets_builders.store.writer import (
 
 __all__ = [
     "BuildSpec", "CorruptSampleError", "DatasetBusyError", "DatasetExistsError", "DatasetNotCommittedError",
-    "DatasetWriter", "DuplicateKeyError", "InputRef", "InvalidKeyError", "Manifest", "ManifestError", "Problem",
+    "DatasetWriteError", "DatasetWriter", "DuplicateKeyError", "InputRef", "InvalidKeyError", "Manifest", "ManifestError", "Problem",
     "ReconcileError", "ResumeMismatchError", "ShardDataset", "VerifyReport", "check_key", "committed_build", "load_manifest",
     "open_dataset", "verify_dataset",
 ]

@@ -58,6 +58,23 @@ class SampleRows:
     def __len__(self) -> int:
         return len(self.key)
 
+    def add(self, key: str, offset: int, size: int, members: list[tuple[str, int, int, int]],
+            source_dataset: str, source_id: str, task: str, split: str) -> None:
+        """One sample at ``offset`` taking ``size`` bytes; members as (ext, data offset, size, xxh3)."""
+        self.key.append(key)
+        self.offset.append(offset)
+        self.size.append(size)
+        for ext, member_offset, member_size, checksum in members:
+            self.ext.append(ext)
+            self.member_offset.append(member_offset)
+            self.member_size.append(member_size)
+            self.member_xxh3.append(checksum)
+        self.member_bounds.append(len(self.ext))
+        self.source_dataset.append(source_dataset)
+        self.source_id.append(source_id)
+        self.task.append(task)
+        self.split.append(split)
+
     def to_table(self, shard: str) -> pa.Table:
         members = pa.ListArray.from_arrays(
             pa.array(self.member_bounds, pa.int32()),

@@ -19,6 +19,7 @@ order, which they do anyway so that two builds give identical bytes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -26,6 +27,7 @@ import os
 import re
 import shutil
 from dataclasses import asdict
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -80,6 +82,10 @@ class ResumeMismatchError(RuntimeError):
     """A resumed build produced different samples than the interrupted one had written."""
 
 
+class DatasetWriteError(OSError):
+    """Writing the dataset failed (disk full, permissions): names the dataset and the file."""
+
+
 class ReconcileError(RuntimeError):
     """Records read do not equal records written plus records rejected: something was lost."""
 
@@ -114,6 +120,7 @@ class DatasetWriter:
         self._rows = SampleRows()
         self._pending_rejects: list[tuple[str, str, str, str]] = []
         self._file = None
+        self._file_name = ""
         self._shard_hash = xxhash.xxh3_64()
         self._shard_bytes = 0
         self._replay: list[tuple[str, list[tuple[str, int]]]] = []
@@ -153,43 +160,32 @@ class DatasetWriter:
             return
 
         parts: list[bytes] = []
-        layout: list[tuple[str, int, int, int]] = []
+        layout: list[tuple[str, int, int, int]] = []  # (ext, data offset within the sample, size, xxh3)
         size = 0
         for (ext, data), checksum in zip(members, sums):
             header = tar.member_header(f"{key}.{ext}", len(data))
+            pad = tar.padding(len(data))
             layout.append((ext, size + len(header), len(data), checksum))
-            parts += (header, data, tar.padding(len(data)))
-            size += len(header) + len(data) + len(parts[-1])
-
-        if self._file is not None and tar.closed_size(self._shard_bytes + size) > self.spec.max_bytes:
-            self._close_shard()
-        if self._file is None:
-            self._open_shard()
+            parts += (header, data, pad)
+            size += len(header) + len(data) + len(pad)
         if tar.closed_size(size) > self.spec.max_bytes and not self._warned_oversize:
             log.warning("sample %r alone exceeds max_bytes=%d; it gets a shard of its own", key, self.spec.max_bytes)
             self._warned_oversize = True
 
-        base = self._shard_bytes
-        for part in parts:
-            self._file.write(part)
-            self._shard_hash.update(part)
-        rows = self._rows
-        rows.key.append(key)
-        rows.offset.append(base)
-        rows.size.append(size)
-        for ext, offset, length, checksum in layout:
-            rows.ext.append(ext)
-            rows.member_offset.append(base + offset)
-            rows.member_size.append(length)
-            rows.member_xxh3.append(checksum)
-        rows.member_bounds.append(len(rows.ext))
-        rows.source_dataset.append(sample.source.dataset)
-        rows.source_id.append(sample.source.id)
-        rows.task.append(sample.task)
-        rows.split.append(sample.split)
-        self._shard_bytes += size
-        if len(rows) >= self.spec.max_samples:
-            self._close_shard()
+        with self._io_guard("writing"):
+            if self._file is not None and tar.closed_size(self._shard_bytes + size) > self.spec.max_bytes:
+                self._close_shard()
+            if self._file is None:
+                self._open_shard()
+            base = self._shard_bytes
+            for part in parts:
+                self._file.write(part)
+                self._shard_hash.update(part)
+            self._rows.add(key, base, size, [(e, base + o, n, c) for e, o, n, c in layout],
+                           sample.source.dataset, sample.source.id, sample.task, sample.split)
+            self._shard_bytes += size
+            if len(self._rows) >= self.spec.max_samples:
+                self._close_shard()
 
     def reject(self, source: Source, stage: str, reason: str) -> None:
         """Record that (part of) an input record was not turned into samples, and why."""
@@ -207,8 +203,18 @@ class DatasetWriter:
         self._pending_rejects.append(row)
 
     def commit(self) -> Manifest:
-        """Close the last shard, write both indexes, reconcile counts, then write the manifest."""
+        """Close the last shard, write both indexes, reconcile counts, then write the manifest.
+
+        If anything fails, nothing is committed and the writer is closed (complete shards stay)."""
         self._check_open()
+        try:
+            self.manifest = self._commit()
+        except BaseException:
+            self.abort()
+            raise
+        return self.manifest
+
+    def _commit(self) -> Manifest:
         if self._written < len(self._replay) or self._rejected < len(self._replay_rejects):
             raise ResumeMismatchError(
                 f"{self.root}: this run produced {self._written} samples and {self._rejected} rejects, fewer "
@@ -216,16 +222,18 @@ class DatasetWriter:
                 f"{len(self._replay_rejects)}); the inputs changed, rebuild with resume off"
             )
         if self._file is not None:
-            self._close_shard()
+            with self._io_guard("closing"):
+                self._close_shard()
         samples = self._concat_journal("samples", SAMPLES_SCHEMA)
         rejects = pa.concat_tables([self._concat_journal("rejects", REJECTS_SCHEMA), rejects_table(self._pending_rejects)])
         assert samples.num_rows == self._written, (samples.num_rows, self._written)
         counts = self._reconcile(samples, rejects)
 
         index = {}
-        for name, table in ((SAMPLES_INDEX, samples), (REJECTS_INDEX, rejects)):
-            write_table_atomic(table, self.root / name)
-            index[name] = _file_entry(self.root / name)
+        with self._io_guard("committing"):
+            for name, table in ((SAMPLES_INDEX, samples), (REJECTS_INDEX, rejects)):
+                write_table_atomic(table, self.root / name)
+                index[name] = _file_entry(self.root / name)
         manifest = Manifest(
             spec=self.spec,
             fingerprint=self.fingerprint,
@@ -238,10 +246,10 @@ class DatasetWriter:
             code_hash=code_hash(),
             created=datetime.now(UTC).isoformat(timespec="seconds"),
         )
-        write_manifest(self.root, manifest)
+        with self._io_guard("committing"):
+            write_manifest(self.root, manifest)
         shutil.rmtree(self._journal, ignore_errors=True)
         self._release()
-        self.manifest = manifest
         return manifest
 
     def abort(self) -> None:
@@ -249,7 +257,8 @@ class DatasetWriter:
         if self._lock_fd is None:
             return
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):  # flushing onto a full disk fails again; the file goes anyway
+                self._file.close()
             temp_name(self.root / self._file_name).unlink(missing_ok=True)
             self._file = None
         self._release()
@@ -281,7 +290,6 @@ class DatasetWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        self._file = None
         name = self._file_name
         entry = ShardEntry(name, len(self._rows), tar.closed_size(self._shard_bytes), self._shard_hash.hexdigest())
         # Journal first, then publish: a shard under its final name always has its index rows.
@@ -289,6 +297,7 @@ class DatasetWriter:
         write_table_atomic(rejects_table(self._pending_rejects), self._journal / f"{name}.rejects.parquet")
         write_bytes_atomic(self._journal / f"{name}.json", encode_json(asdict(entry)))
         publish(temp_name(self.root / name), self.root / name)
+        self._file = None
         self._shards.append(entry)
         self._pending_rejects = []
 
@@ -387,6 +396,20 @@ class DatasetWriter:
                 f"(a builder bug; the dataset was not committed)"
             )
         return counts
+
+    @contextlib.contextmanager
+    def _io_guard(self, doing: str) -> Iterator[None]:
+        """An I/O error (a full disk, say) closes the writer: complete shards stay for a resume,
+        the open one is dropped, and the error names the dataset and what was being written."""
+        try:
+            yield
+        except OSError as e:
+            shard = f" shard {self._file_name}" if self._file is not None else ""
+            self.abort()
+            raise DatasetWriteError(
+                f"dataset {self.spec.name!r} at {self.root}: {doing}{shard} failed: {e.strerror or e}; "
+                "complete shards are kept, run the build again to resume"
+            ) from e
 
     def _check_open(self) -> None:
         if self._lock_fd is None:

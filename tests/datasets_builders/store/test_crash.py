@@ -62,3 +62,32 @@ def test_sigkill_mid_build_leaves_only_complete_shards_and_resumes_byte_identica
         assert shards(root) == expected
         assert verify_dataset(root).ok
     assert crashed >= 4 and len(set(kill_points)) >= 3, f"{crashed} crashes; shards at each kill: {kill_points}"
+
+
+FULL_DISK_CHILD = """
+import resource, signal, sys
+from tests.builds import build_with_rejects, make_samples
+from datasets_builders.store import DatasetWriteError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write() fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))  # no file may grow past 60 kB
+try:
+    build_with_rejects(sys.argv[1], make_samples(120, side=48), max_samples=40)
+except DatasetWriteError as e:
+    print(e)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_naming_the_dataset_and_a_rerun_completes(tmp_path):
+    root = tmp_path / "ds"
+    child = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(root)], cwd=REPO, capture_output=True, text=True)
+    assert child.returncode == 3, child.stderr
+    assert "dataset 'toy' at" in child.stdout and "toy-000000.tar failed: File too large" in child.stdout
+    assert not (root / "manifest.json").exists() and not list(root.glob("*.tar"))
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]
+
+    build_with_rejects(root, make_samples(120, side=48), max_samples=40)  # space freed: re-run completes
+    reference = tmp_path / "reference"
+    build_with_rejects(reference, make_samples(120, side=48), max_samples=40)
+    assert shards(root) == shards(reference) and verify_dataset(root).ok

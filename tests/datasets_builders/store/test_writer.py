@@ -247,3 +247,13 @@ def test_a_partial_build_of_another_spec_is_discarded(tmp_path):
     manifest = build(root, make_samples(4), spec_for(name="toy", max_samples=100))
     assert [s.samples for s in manifest.shards] == [4]
     assert files(root) == [".lock", "manifest.json", "rejects.parquet", "samples.parquet", "toy-000000.tar"]
+
+
+def test_a_failed_commit_releases_the_folder(tmp_path):
+    root = tmp_path / "ds"
+    with pytest.raises(ReconcileError):
+        with DatasetWriter(root, spec_for()) as w:
+            w.count_read(2)
+            w.write(make_sample(0))
+    build(root, make_samples(2))  # the lock is free again; the fixed build completes
+    assert verify_dataset(root).ok
