@@ -74,7 +74,7 @@ def verify_dataset(root: str | Path) -> VerifyReport:
         index = read_table(root / SAMPLES_INDEX, SAMPLES_SCHEMA)
         rejects = read_table(root / REJECTS_INDEX, REJECTS_SCHEMA)
     except (OSError, ValueError) as e:
-        report.problems.append(Problem(str(root / SAMPLES_INDEX), None, f"index unreadable: {e}"))
+        report.problems.append(Problem(str(root), None, f"index unreadable: {e}"))
         return report
 
     counts = manifest.counts
@@ -93,8 +93,7 @@ def verify_dataset(root: str | Path) -> VerifyReport:
         n_samples, expected = by_shard.get(entry.name, (0, []))
         if n_samples != entry.samples:
             report.problems.append(Problem(str(path), None, f"index lists {n_samples} samples, manifest {entry.samples}"))
-        if _check_file(path, entry.bytes, entry.xxh3, report):
-            _check_members(path, expected, report)
+        if _check_shard(path, entry.bytes, entry.xxh3, expected, report):
             report.shards += 1
             report.samples += entry.samples
     listed = {s.name for s in manifest.shards}
@@ -104,49 +103,63 @@ def verify_dataset(root: str | Path) -> VerifyReport:
     return report
 
 
-def _check_file(path: Path, size: int, digest: str, report: VerifyReport) -> bool:
-    """Size and whole-file xxh3; False if the file is missing (nothing more to check)."""
+def _check_file(path: Path, size: int, digest: str, report: VerifyReport) -> None:
     if not path.exists():
         report.problems.append(Problem(str(path), None, "missing"))
-        return False
+        return
     actual, actual_size = file_xxh3(path)
+    _compare_whole(path, actual_size, actual, size, digest, report)
+
+
+def _compare_whole(path: Path, actual_size: int, actual: str, size: int, digest: str, report: VerifyReport) -> None:
     if actual_size != size:
         report.problems.append(Problem(str(path), None, f"{actual_size} bytes, expected {size}"))
     elif actual != digest:
         report.problems.append(Problem(str(path), None, f"xxh3 {actual}, expected {digest}"))
-    return True
 
 
-def _check_members(path: Path, expected: list[tuple[str, int, int, int]], report: VerifyReport) -> None:
-    """Walk the tar strictly and compare every member with the index (name, place, xxh3)."""
+def _check_shard(path: Path, size: int, digest: str, expected: list[tuple[str, int, int, int]],
+                 report: VerifyReport) -> bool:
+    """Whole-file size and xxh3, then a strict walk comparing every member with the index
+    (name, place, xxh3); one read of the file. False if it is missing."""
+    if not path.exists():
+        report.problems.append(Problem(str(path), None, "missing"))
+        return False
     with open(path, "rb") as f:
         if f.seek(0, 2) == 0:
             report.problems.append(Problem(str(path), None, "empty file"))
-            return
+            return True
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as view:
-            seen = 0
-            try:
-                for name, offset, size in tar.walk(view):
-                    if seen >= len(expected):
-                        report.problems.append(Problem(str(path), name, f"member at byte {offset} is not in the index"))
-                        continue
-                    want_name, want_offset, want_size, want_xxh3 = expected[seen]
-                    seen += 1
-                    if (name, offset, size) != (want_name, want_offset, want_size):
-                        report.problems.append(Problem(str(path), want_name, (
-                            f"tar has {name!r} at byte {offset} ({size} bytes), "
-                            f"index says byte {want_offset} ({want_size} bytes)"
-                        )))
-                    _check_member(path, view, want_name, want_offset, want_size, want_xxh3, report)
-            except tar.ShardFormatError as e:
-                report.problems.append(Problem(str(path), None, str(e)))
-                # The structure is broken; still check the remaining members' bytes where the
-                # index says they are, so the report names every damaged member.
-                for want in expected[seen:]:
-                    _check_member(path, view, *want, report)
-                return
-            for want_name, *_ in expected[seen:]:
-                report.problems.append(Problem(str(path), want_name, "in the index but not in the tar"))
+            _compare_whole(path, len(view), xxhash.xxh3_64_hexdigest(view), size, digest, report)
+            _check_members(path, view, expected, report)
+    return True
+
+
+def _check_members(path: Path, view: mmap.mmap, expected: list[tuple[str, int, int, int]], report: VerifyReport) -> None:
+    """Walk the tar strictly; every member must be the index's next one, at its place, intact."""
+    seen = 0
+    try:
+        for name, offset, size in tar.walk(view):
+            if seen >= len(expected):
+                report.problems.append(Problem(str(path), name, f"member at byte {offset} is not in the index"))
+                continue
+            want_name, want_offset, want_size, want_xxh3 = expected[seen]
+            seen += 1
+            if (name, offset, size) != (want_name, want_offset, want_size):
+                report.problems.append(Problem(str(path), want_name, (
+                    f"tar has {name!r} at byte {offset} ({size} bytes), "
+                    f"index says byte {want_offset} ({want_size} bytes)"
+                )))
+            _check_member(path, view, want_name, want_offset, want_size, want_xxh3, report)
+    except tar.ShardFormatError as e:
+        report.problems.append(Problem(str(path), None, str(e)))
+        # The structure is broken; still check the remaining members' bytes where the
+        # index says they are, so the report names every damaged member.
+        for want in expected[seen:]:
+            _check_member(path, view, *want, report)
+        return
+    for want_name, *_ in expected[seen:]:
+        report.problems.append(Problem(str(path), want_name, "in the index but not in the tar"))
 
 
 def _check_member(path: Path, view: mmap.mmap, name: str, offset: int, size: int, digest: int,
@@ -179,12 +192,12 @@ def _verify_unfinished(root: Path, report: VerifyReport) -> None:
     for path in shards:
         try:
             entry = json.loads((journal / f"{path.name}.json").read_bytes())
-        except (OSError, ValueError):
-            report.problems.append(Problem(str(path), None, "shard without a journal entry"))
-            continue
-        if _check_file(path, entry["bytes"], entry["xxh3"], report):
             fragment = read_table(journal / f"{path.name}.samples.parquet", SAMPLES_SCHEMA)
-            _check_members(path, _members_by_shard(fragment).get(path.name, (0, []))[1], report)
+        except (OSError, ValueError):
+            report.problems.append(Problem(str(path), None, "shard without a readable journal entry"))
+            continue
+        expected = _members_by_shard(fragment).get(path.name, (0, []))[1]
+        if _check_shard(path, entry["bytes"], entry["xxh3"], expected, report):
             report.shards += 1
             report.samples += entry["samples"]
 
