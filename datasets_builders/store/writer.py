@@ -320,21 +320,26 @@ class DatasetWriter:
                 )
             (self.root / MANIFEST).unlink()  # un-commit before touching anything else
             fsync_dir(self.root)
-        if resume and self._journal_fingerprint() == self.fingerprint:
+            if committed is not None:
+                self._wipe_from(committed.spec.name, 0)
+        journal = self._read_journal_spec()
+        if resume and journal.get("fingerprint") == self.fingerprint:
             self._recover()
         else:
-            self._wipe_from(0)
+            for name in {self.spec.name, journal.get("name", self.spec.name)}:
+                self._wipe_from(name, 0)
             shutil.rmtree(self._journal, ignore_errors=True)
             self._journal.mkdir()
-            write_bytes_atomic(self._journal / "spec.json", encode_json({"fingerprint": self.fingerprint}))
+            spec = {"fingerprint": self.fingerprint, "name": self.spec.name}
+            write_bytes_atomic(self._journal / "spec.json", encode_json(spec))
         for name in (SAMPLES_INDEX, REJECTS_INDEX):
             (self.root / name).unlink(missing_ok=True)
 
-    def _journal_fingerprint(self) -> str | None:
+    def _read_journal_spec(self) -> dict[str, str]:
         try:
-            return json.loads((self._journal / "spec.json").read_bytes())["fingerprint"]
-        except (OSError, ValueError, KeyError):
-            return None
+            return dict(json.loads((self._journal / "spec.json").read_bytes()))
+        except (OSError, ValueError, TypeError):
+            return {}
 
     def _recover(self) -> None:
         """Keep the complete, checksum-valid prefix of shards; drop everything after it."""
@@ -353,16 +358,16 @@ class DatasetWriter:
                 self._replay.append((key, [(m["ext"], m["xxh3"]) for m in members]))
             self._replay_rejects += [tuple(r.values()) for r in rejects.to_pylist()]
             self._shards.append(entry)
-        self._wipe_from(len(self._shards))
+        self._wipe_from(self.spec.name, len(self._shards))
         if self._shards:
             log.info("%s: resuming after %d complete shards (%d samples)", self.root, len(self._shards), len(self._replay))
 
-    def _wipe_from(self, first: int) -> None:
-        """Remove shards numbered ``first`` and up, their journal entries, and all temp files."""
-        name = re.escape(self.spec.name)
-        shard = shard_pattern(self.spec.name)
-        temp = re.compile(rf"^\.({name}-\d{{6}}\.tar|{SAMPLES_INDEX}|{REJECTS_INDEX}|{MANIFEST})\.tmp$")
-        journaled = re.compile(rf"^{name}-(\d{{6}})\.tar\.")
+    def _wipe_from(self, dataset: str, first: int) -> None:
+        """Remove ``dataset``'s shards numbered ``first`` and up, their journal entries, temp files."""
+        shard = shard_pattern(dataset)
+        ours = "|".join(re.escape(n) for n in (SAMPLES_INDEX, REJECTS_INDEX, MANIFEST))
+        temp = re.compile(rf"^\.({re.escape(dataset)}-\d{{6}}\.tar|{ours})\.tmp$")
+        journaled = re.compile(rf"^{re.escape(dataset)}-(\d{{6}})\.tar\.")
         for path in self.root.iterdir():
             m = shard.match(path.name)
             if (m and int(m.group(1)) >= first) or temp.match(path.name):

@@ -257,3 +257,17 @@ def test_a_failed_commit_releases_the_folder(tmp_path):
             w.write(make_sample(0))
     build(root, make_samples(2))  # the lock is free again; the fixed build completes
     assert verify_dataset(root).ok
+
+
+def test_replacing_a_dataset_of_another_name_leaves_none_of_its_shards(tmp_path):
+    root = tmp_path / "ds"
+    build(root, make_samples(12), spec_for(name="old", max_samples=4))
+    interrupted_build(root / "partial", make_samples(30), stop_at=20, max_samples=6)
+    build(root, make_samples(5), spec_for(name="new"), overwrite=True)
+    assert sorted(p.name for p in root.glob("*.tar")) == ["new-000000.tar"]
+    assert verify_dataset(root).ok
+
+    partial = root / "partial"  # an interrupted build named "toy", then a build named "other" there
+    assert list(partial.glob("toy-*.tar"))
+    build(partial, make_samples(3), spec_for(name="other"))
+    assert sorted(p.name for p in partial.glob("*.tar")) == ["other-000000.tar"]
