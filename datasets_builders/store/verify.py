@@ -21,8 +21,8 @@ import xxhash
 
 from datasets_builders.store import tar
 from datasets_builders.store.index import REJECTS_SCHEMA, SAMPLES_SCHEMA, read_table
-from datasets_builders.store.lineage import file_xxh3
 from datasets_builders.store.layout import JOURNAL, MANIFEST, REJECTS_INDEX, SAMPLES_INDEX
+from datasets_builders.store.lineage import file_xxh3
 from datasets_builders.store.manifest import ManifestError, load_manifest
 
 _ANY_SHARD = re.compile(r"^[a-z0-9][a-z0-9_-]*-\d{6}\.tar$")

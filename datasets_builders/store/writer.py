@@ -26,8 +26,8 @@ import logging
 import os
 import re
 import shutil
-from dataclasses import asdict
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -49,8 +49,8 @@ from datasets_builders.store.index import (
     write_table_atomic,
 )
 from datasets_builders.store.keys import check_key
-from datasets_builders.store.lineage import code_hash, code_revision, file_xxh3
 from datasets_builders.store.layout import JOURNAL, LOCK, MANIFEST, REJECTS_INDEX, SAMPLES_INDEX, shard_name, shard_pattern
+from datasets_builders.store.lineage import code_hash, code_revision, file_xxh3
 from datasets_builders.store.manifest import (
     BuildSpec,
     Counts,

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+
 from tests.builds import build, make_samples, spec_for
 
 

@@ -6,12 +6,12 @@ import json
 import shutil
 
 import pytest
-from tests.builds import build, make_samples, spec_for
 from typer.testing import CliRunner
 
 from datasets_builders.store import ShardDataset, verify_dataset
 from datasets_builders.store.tar import BLOCK
 from pipelines.cli import app
+from tests.builds import build, make_samples, spec_for
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from tests.builds import build, build_with_rejects, make_sample, make_samples, spec_for
 
 from datasets_builders.formats.schema import Sample, Source
 from datasets_builders.store import (
@@ -23,6 +22,7 @@ from datasets_builders.store import (
     verify_dataset,
 )
 from datasets_builders.store.tar import closed_size
+from tests.builds import build, build_with_rejects, make_sample, make_samples, spec_for
 
 
 def files(root: Path) -> list[str]:
