@@ -136,6 +136,7 @@ class Manifest:
     code_revision: str
     code_hash: str
     created: str  #: UTC, ISO 8601
+    repairs: Mapping[str, int] = field(default_factory=dict)  #: fixes the spec allows, counted by kind
 
     @property
     def total_bytes(self) -> int:
@@ -154,6 +155,7 @@ class Manifest:
             "counts": asdict(self.counts),
             "by_task": dict(self.by_task),
             "by_split": dict(self.by_split),
+            "repairs": dict(self.repairs),
             "shards": [asdict(s) for s in self.shards],
             "index": {name: asdict(e) for name, e in self.index.items()},
             "code": {"revision": self.code_revision, "hash": self.code_hash},
@@ -168,6 +170,7 @@ class Manifest:
             counts=Counts(**doc["counts"]),
             by_task=doc["by_task"],
             by_split=doc["by_split"],
+            repairs=doc.get("repairs", {}),
             shards=tuple(ShardEntry(**s) for s in doc["shards"]),
             index={name: FileEntry(**e) for name, e in doc["index"].items()},
             code_revision=doc["code"]["revision"],

@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import shutil
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -119,6 +120,7 @@ class DatasetWriter:
         self._read = self._written = self._rejected = 0
         self._rows = SampleRows()
         self._pending_rejects: list[tuple[str, str, str, str]] = []
+        self._repairs: Counter[str] = Counter()
         self._file = None
         self._file_name = ""
         self._shard_hash = xxhash.xxh3_64()
@@ -202,6 +204,12 @@ class DatasetWriter:
             return
         self._pending_rejects.append(row)
 
+    def repair(self, kind: str, n: int = 1) -> None:
+        """Count a fix the spec allows (e.g. "numbering clamped to 20"); totals go in the manifest.
+
+        Counted afresh by every run: a resumed build re-converts its records, so totals stay exact."""
+        self._repairs[kind] += n
+
     def commit(self) -> Manifest:
         """Close the last shard, write both indexes, reconcile counts, then write the manifest.
 
@@ -240,6 +248,7 @@ class DatasetWriter:
             counts=counts,
             by_task=value_counts(samples, "task"),
             by_split=value_counts(samples, "split"),
+            repairs=dict(sorted(self._repairs.items())),
             shards=tuple(self._shards),
             index=index,
             code_revision=code_revision(),

@@ -1,0 +1,104 @@
+"""What a source module promises the build loop, and the outcomes it hands back.
+
+``locate`` checks the folder up front and fails with one line (:class:`InputFormatError`) when it
+is not the format; ``read_records`` yields records, or a :class:`Reject` for one it cannot even
+parse; ``to_samples`` yields samples, plus a :class:`Reject` for a part it drops or a
+:class:`Repair` it counts, and raises :class:`RecordError` to reject the whole record. The loop
+counts each yielded record as read, so every record ends up written or rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import xxhash
+
+from datasets_builders.formats.schema import Sample, Source
+
+
+class InputFormatError(ValueError):
+    """``--input`` is missing or is not this source's format: the message is one line naming it."""
+
+
+class RecordError(ValueError):
+    """One record cannot become samples; the build rejects it with this reason and goes on."""
+
+    def __init__(self, reason: str, stage: str = "convert") -> None:
+        super().__init__(reason)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class Options:
+    """Source settings from the command line; each source reads the ones it knows."""
+
+    trust_pickle: bool = False  #: RefCOCO's refs(*).p may be unpickled (only builtins are allowed)
+    max_instances: int = 20  #: crayon maps: numbering index clamp
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record, or part of one, that produced no sample: stage is "read", "image" or "convert"."""
+
+    source: Source
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Repair:
+    """A fix the spec allows (e.g. a clamped instance number), counted per ``kind`` in the manifest."""
+
+    source: Source
+    kind: str
+
+
+Outcome = Sample | Reject | Repair
+
+
+class Record(Protocol):
+    source: Source
+
+
+class SourceModule(Protocol):
+    NAME: str
+    VERSION: str
+
+    def locate(self, path: Path, options: Options) -> Any: ...
+    def read_records(self, layout: Any, split: str | None) -> Iterator[Record | Reject]: ...
+    def to_samples(self, record: Any) -> Iterator[Outcome]: ...
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def make_key(*parts: object) -> str:
+    """A sample key from id parts; characters the key rules forbid become ``_`` plus a hash suffix,
+    so two ids that differ only in such characters still get different keys."""
+    raw = "-".join(str(p) for p in parts)
+    safe = _KEY_UNSAFE.sub("_", raw)
+    if safe != raw or len(safe) > 100:
+        safe = f"{safe[:83]}-{xxhash.xxh3_64_hexdigest(raw)}"
+    return safe
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file; a broken one is an input error naming the file, line and column."""
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputFormatError(f"{path}: cannot read ({e})") from None
+
+
+def require(condition: bool, path: Path, expected: str) -> None:
+    """Fail fast on a folder that is not the format: ``<path>: expected <what>``."""
+    if not condition:
+        raise InputFormatError(f"{path}: {expected}")

@@ -1,0 +1,1 @@
+"""Instruction templates per task (data, in ``instructions.yaml``) and the one renderer."""
