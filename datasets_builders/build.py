@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 
 from datasets_builders.formats.schema import Sample
@@ -59,8 +59,10 @@ def build_dataset(
     done = committed_build(out_dir, spec)
     if done is not None:
         return BuildResult(out_dir, done, reused=True)
+    records = islice(module.read_records(layout, split), limit)
+    first = list(islice(records, 1))  # a source reads its index files here: their errors come before any write
     with DatasetWriter(out_dir, spec, overwrite=overwrite) as writer:
-        for record in islice(module.read_records(layout, split), limit):
+        for record in chain(first, records):
             writer.count_read()
             if isinstance(record, Reject):
                 writer.reject(record.source, record.stage, record.reason)

@@ -28,7 +28,13 @@ _CACHE_SIZE = 8
 def find_image_dir(root: Path, file_name: str, *, max_depth: int = 3) -> Path:
     """The folder under ``root`` (itself included) that holds ``file_name``: raw datasets put
     images in differently named folders (``train2017/``, ``images/train2014/``, ``flickr30k-images/``)."""
-    for folder, dirs, files in os.walk(root):
+    seen: set[Path] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):  # image folders are often symlinks
+        real = Path(folder).resolve()
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
         depth = len(Path(folder).relative_to(root).parts)
         if file_name in files:
             return Path(folder)

@@ -1,0 +1,172 @@
+"""VQA v2 as visualqa.org ships it -> [vqa].
+
+Per COCO subtype (``train2014``, ``val2014``, ``test2015``, ``test-dev2015``) there is a questions
+file ``v2_OpenEnded_mscoco_<subtype>_questions.json`` and, except for the test sets, an annotations
+file ``v2_mscoco_<subtype>_annotations.json`` with ten annotators' answers per question; both may
+sit in the input folder or one folder below it. Images are ``<subtype>/COCO_<subtype>_<id:012d>.jpg``
+(test-dev questions use the test2015 photos). The split is the subtype without its year.
+
+One record is one question, one sample ``q<question_id>``. The answer is the most frequent of the
+ten answers after normalisation; a tie goes to the (normalised) ``multiple_choice_answer`` if it is
+among the tied, else to the alphabetically first. All normalised answers and their counts go into
+``fields["answers"]``, so training can draw one weighted by frequency as MiniGPT-v2 does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from datasets_builders.formats.schema import Sample, Source
+from datasets_builders.formats.text import blip_normalise
+from datasets_builders.sources.coco_images import integer, json_list, locate_images, parse_entries, split_of, string
+from datasets_builders.sources.contract import (
+    InputFormatError,
+    Options,
+    Outcome,
+    RecordError,
+    Reject,
+    make_key,
+    read_json,
+    require,
+)
+from datasets_builders.sources.images import load_image
+from datasets_builders.templates.render import render
+
+NAME = "vqa"
+VERSION = "1"
+_QUESTIONS = re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$")
+
+
+@dataclass(frozen=True)
+class Subtype:
+    name: str  #: e.g. "train2014"
+    questions: Path
+    annotations: Path | None  #: None for the test sets
+
+    @property
+    def split(self) -> str:
+        return split_of(self.name)
+
+    @property
+    def image_subtype(self) -> str:
+        return re.sub(r"^test-dev", "test", self.name)
+
+    def file_name(self, image_id: int) -> str:
+        return f"COCO_{self.image_subtype}_{image_id:012d}.jpg"
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    subtypes: tuple[Subtype, ...]
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    source: Source
+    question_id: int
+    image_id: int
+    question: str  #: raw
+    annotation: Mapping[str, Any] | None  #: None: the question has no answers
+    subtype: Subtype
+    image_dir: Path
+
+
+def locate(path: Path, options: Options) -> Layout:
+    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for p in sorted(folder.glob("v2_OpenEnded_mscoco_*_questions.json")):
+            subtype = _QUESTIONS.match(p.name).group(1)  # type: ignore[union-attr]
+            if subtype in found:
+                raise InputFormatError(f"{path}: two questions files for {subtype}: {found[subtype]} and {p}")
+            found[subtype] = p
+    require(bool(found), path, "expected VQA v2 files v2_OpenEnded_mscoco_<subtype>_questions.json "
+                               "(with v2_mscoco_<subtype>_annotations.json), here or one folder down")
+    subtypes = []
+    for name, questions in sorted(found.items()):
+        answers = [f / f"v2_mscoco_{name}_annotations.json" for f in (questions.parent, *folders)]
+        subtypes.append(Subtype(name, questions, next((a for a in answers if a.is_file()), None)))
+    return Layout(path, tuple(subtypes))
+
+
+def read_records(layout: Layout, split: str | None) -> Iterator[QuestionRecord | Reject]:
+    for subtype in layout.subtypes:
+        if split is None or subtype.split == split.lower():
+            yield from _subtype_records(layout.root, subtype)
+
+
+def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
+    qid, ann = record.question_id, record.annotation
+    if ann is None:
+        file = record.subtype.annotations
+        where = file.name if file is not None else f"{record.subtype.name} (no annotations file)"
+        raise RecordError(f"no answers for question {qid} in {where}")
+    question = blip_normalise(record.question)
+    if not question:
+        raise RecordError(f"question {qid} is empty after normalisation")
+    answers = _answer_counts(ann.get("answers"))
+    preferred = ann.get("multiple_choice_answer")
+    answer = choose_answer(answers, blip_normalise(preferred) if isinstance(preferred, str) else "")
+    if not answer:
+        raise RecordError(f"question {qid} has no answer that is non-empty after normalisation")
+    file_name = record.subtype.file_name(record.image_id)
+    image = load_image(record.image_dir / file_name)
+    key = make_key(f"q{qid}")
+    fields = {"question": question, "answer": answer, "answers": answers}
+    meta = {"fields": fields, "image_id": record.image_id, "file_name": file_name,
+            "question_type": ann.get("question_type"), "answer_type": ann.get("answer_type")}
+    yield Sample(key=key, task="vqa", turns=render("vqa", fields, key=key, width=image.width, height=image.height),
+                 source=record.source, split=record.subtype.split, image=image, meta=meta)
+
+
+def choose_answer(counts: Mapping[str, int], preferred: str) -> str:
+    """The most frequent answer; ties: ``preferred`` if tied, else alphabetical. No counts: ``preferred``."""
+    if not counts:
+        return preferred
+    top = max(counts.values())
+    tied = sorted(a for a, n in counts.items() if n == top)
+    return preferred if preferred in tied else tied[0]
+
+
+def _answer_counts(answers: Any) -> dict[str, int]:
+    texts = [a.get("answer") for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
+    counts = Counter(n for t in texts if isinstance(t, str) and (n := blip_normalise(t)))
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+class _Question(NamedTuple):
+    question_id: int
+    image_id: int
+    question: str
+
+
+def _parse_question(q: Any) -> _Question:
+    return _Question(integer(q, "question_id"), integer(q, "image_id"), string(q, "question"))
+
+
+def _subtype_records(root: Path, subtype: Subtype) -> Iterator[QuestionRecord | Reject]:
+    doc = read_json(subtype.questions)
+    questions, rejects = parse_entries(json_list(doc, "questions", subtype.questions, "VQA questions"),
+                                       _parse_question, NAME, subtype.questions.name, "question_id")
+    yield from rejects
+    answered: dict[int, Mapping[str, Any]] = {}
+    if subtype.annotations is not None:
+        doc = read_json(subtype.annotations)
+        for ann in json_list(doc, "annotations", subtype.annotations, "VQA annotations"):
+            if isinstance(ann, dict) and isinstance(ann.get("question_id"), int):
+                answered.setdefault(ann["question_id"], ann)
+    del doc
+    questions.sort(key=lambda q: (q.image_id, q.question_id))
+    image_dir = root / subtype.image_subtype
+    if answered:  # unanswered questions are rejected before their image is looked at
+        names = (subtype.file_name(q.image_id) for q in questions if q.question_id in answered)
+        image_dir = locate_images(root, names, fallback=image_dir)
+    for q in questions:
+        yield QuestionRecord(Source(NAME, str(q.question_id)), q.question_id, q.image_id, q.question,
+                             answered.get(q.question_id), subtype, image_dir)
