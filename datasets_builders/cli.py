@@ -1,8 +1,14 @@
-"""``crayonflow shards ...``: inspect and check built datasets. Parses arguments, calls one function."""
+"""The data commands: ``sample-world``, ``build`` and ``shards info|verify``.
+
+Each parses its arguments, calls one function, and prints a short report; heavy imports stay
+inside the commands so ``crayonflow --help`` is quick.
+"""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from datasets_builders.store import ManifestError, load_manifest, verify_dataset
+from datasets_builders.registry import SOURCES
+from datasets_builders.store import DatasetExistsError, ManifestError, load_manifest, verify_dataset
 from datasets_builders.store.index import REJECTS_SCHEMA, read_table
 from datasets_builders.store.layout import REJECTS_INDEX
 
@@ -67,6 +74,8 @@ def info(
     console.print(f"{len(manifest.shards)} shards, {manifest.total_bytes / 1e6:.1f} MB, fingerprint {manifest.fingerprint}")
     console.print(_table("samples by task", manifest.by_task))
     console.print(_table("samples by split", manifest.by_split))
+    if manifest.repairs:
+        console.print(_table("repairs (fixes the spec allows)", manifest.repairs))
     if rejects:
         console.print(_table("rejects by stage: reason", rejects))
     if spec.inputs:
@@ -87,10 +96,81 @@ def _rejects_by_reason(root: Path) -> dict[str, int]:
     return {c["values"]: c["counts"] for c in pc.value_counts(labels).to_pylist()}
 
 
-def _table(title: str, counts: dict[str, int]) -> Table:
+def _table(title: str, counts: Mapping[str, int], limit: int = 20) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column("name")
     table.add_column("count", justify="right")
-    for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    for name, n in ranked[:limit]:
         table.add_row(escape(name), str(n))
+    if len(ranked) > limit:
+        table.add_row(f"... {len(ranked) - limit} more (crayonflow shards info --json lists all)", str(sum(n for _, n in ranked[limit:])))
     return table
+
+
+def sample_world(
+    out: Annotated[Path, typer.Option(help="Folder to write the raw datasets into (one subfolder per builder).")],
+    images: Annotated[int, typer.Option(min=1, help="Scenes to generate.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the world: same seed, same bytes.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a sample world already in --out.")] = False,
+) -> None:
+    """Generate scenes with exact ground truth and write them in every raw format the builders read."""
+    from datasets_builders.sample_world.world import write_sample_world
+
+    started = time.perf_counter()
+    try:
+        summary = write_sample_world(out, images=images, seed=seed, overwrite=overwrite)
+    except FileExistsError as e:
+        console.print(f"[red]{escape(str(e))}[/red]")
+        raise typer.Exit(1) from None
+    console.print(f"{escape(str(out))}: {images} scenes (seed {seed}) in {time.perf_counter() - started:.1f} s; "
+                  f"splits {escape(json.dumps(summary.splits))}")
+    for name in summary.formats:
+        console.print(f"  crayonflow build {name} --input {escape(str(out / name))} --out data/datasets/{name}")
+
+
+def build(
+    source: Annotated[str, typer.Argument(help=f"Raw format to read: {', '.join(SOURCES)}.")],
+    input_dir: Annotated[Path, typer.Option("--input", help="The raw dataset folder, laid out as its publisher ships it.")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write; its name is the dataset name.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many records.")] = None,
+    split: Annotated[str | None, typer.Option(help="Build only this split (train, val, test, ...).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a committed dataset built differently.")] = False,
+    trust_pickle: Annotated[bool, typer.Option(help="Allow reading RefCOCO's refs(*).p pickles (builtins only).")] = False,
+    max_instances: Annotated[int, typer.Option(min=1, max=255, help="Crayon maps: clamp of the numbering index.")] = 20,
+) -> None:
+    """Convert one raw dataset into a dataset of shards; every record is written or rejected with a reason."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from datasets_builders.build import build_dataset
+    from datasets_builders.sources.contract import InputFormatError, Options
+
+    if source not in SOURCES:
+        console.print(f"[red]unknown builder {escape(source)!r}; choose one of: {', '.join(SOURCES)}[/red]")
+        raise typer.Exit(2)
+    started = time.perf_counter()
+    with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed} records"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(f"building {source}")
+        try:
+            result = build_dataset(source, input_dir, out, limit=limit, split=split, overwrite=overwrite,
+                                   options=Options(trust_pickle=trust_pickle, max_instances=max_instances),
+                                   progress=lambda: bar.advance(task))
+        except (InputFormatError, DatasetExistsError, ValueError) as e:
+            console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+            raise typer.Exit(2 if isinstance(e, InputFormatError) else 1) from None
+    m, seconds = result.manifest, time.perf_counter() - started
+    if result.reused:
+        console.print(f"{escape(str(out))}: unchanged (same inputs, parameters and code): {m.counts.written} samples")
+        return
+    c = m.counts
+    console.print(f"{escape(str(out))}: {c.read} records -> {c.records_written} written as {c.written} samples, "
+                  f"{c.records_rejected} rejected; {len(m.shards)} shards, {m.total_bytes / 1e6:.1f} MB in {seconds:.1f} s "
+                  f"({c.read / max(seconds, 1e-9):.0f} records/s)")
+    console.print(_table("samples by task", m.by_task))
+    if m.repairs:
+        console.print(_table("repairs (fixes the spec allows)", m.repairs))
+    rejects = _rejects_by_reason(out)
+    if rejects:
+        console.print(_table("rejects by stage: reason", rejects, limit=10))
+    console.print(f"check it: crayonflow shards verify {escape(str(out))}")

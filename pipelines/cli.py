@@ -10,13 +10,15 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from datasets_builders.cli import shards_app
+from datasets_builders.cli import build, sample_world, shards_app
 
 app = typer.Typer(
     help="Crayonflow: build grounded vision-language datasets and train on them.",
     no_args_is_help=True,
     add_completion=False,
 )
+app.command("sample-world")(sample_world)
+app.command("build")(build)
 app.add_typer(shards_app, name="shards")
 console = Console(soft_wrap=True)
 
@@ -25,24 +27,35 @@ DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "data"))
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where datasets land (env CRAYONFLOW_DATA).")] = DEFAULT_DATA_DIR,
+    data_dir: Annotated[Path, typer.Option(help="Where raw data and datasets land (env CRAYONFLOW_DATA).")] = DEFAULT_DATA_DIR,
     images: Annotated[int, typer.Option(min=1, help="Generated scenes to build from.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the generated world.")] = 0,
 ) -> None:
-    """Run the whole pipeline on embedded defaults (generated data) and check what it wrote."""
+    """Run the whole pipeline on embedded defaults (a generated sample world) and check what it wrote."""
+    from rich import box
+    from rich.table import Table
+
     from pipelines.demo import run_demo
 
     result = run_demo(data_dir, images=images, seed=seed)
-    m, report = result.manifest, result.report
-    verb = "reused (identical build already committed)" if result.reused else "built"
-    console.print(f"{escape(str(result.dataset))}: {verb}: {m.counts.written} samples in {len(m.shards)} shards, "
-                  f"{m.total_bytes / 1e6:.1f} MB")
-    if not report.ok:
-        for problem in report.problems:
+    console.print(f"sample world: {escape(str(result.world))} ({images} scenes, seed {seed}"
+                  f"{', reused' if result.world_reused else ''})")
+    table = Table(title=f"datasets in {escape(str(data_dir / 'datasets'))}", title_justify="left",
+                  box=box.SIMPLE, pad_edge=False, collapse_padding=True)
+    for column in ("dataset", "read", "samples", "rejects", "MB", "state"):
+        table.add_column(column, justify="left" if column in ("dataset", "state") else "right", no_wrap=True)
+    for d in result.datasets:
+        m = d.build.manifest
+        state = ("reused" if d.build.reused else "built") + (", [green]verified[/green]" if d.report.ok else ", [red]DAMAGED[/red]")
+        table.add_row(escape(d.name), str(m.counts.read), str(m.counts.written), str(m.counts.records_rejected),
+                      f"{m.total_bytes / 1e6:.1f}", state)
+    console.print(table)
+    for d in result.datasets:
+        for problem in d.report.problems:
             console.print(f"[red]DAMAGED[/red] {escape(str(problem))}")
+    if not result.ok:
         raise typer.Exit(1)
-    console.print(f"[green]verified[/green] {report.shards} shards, {report.members} members; "
-                  f"inspect with: crayonflow shards info {escape(str(result.dataset))}")
+    console.print(f"inspect one with: crayonflow shards info {escape(str(data_dir / 'datasets' / result.datasets[0].name))}")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def make_key(*parts: object) -> str:
     raw = "-".join(str(p) for p in parts)
     safe = _KEY_UNSAFE.sub("_", raw)
     if safe != raw or len(safe) > 100:
-        safe = f"{safe[:83]}-{xxhash.xxh3_64_hexdigest(raw)}"
+        safe = f"{safe[:83]}-{xxhash.xxh3_64_hexdigest(raw.encode())}"
     return safe
 
 

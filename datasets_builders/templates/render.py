@@ -138,7 +138,7 @@ def _crayon(f: Fields, pick: Pick, w: int, h: int) -> Pairs:
     return [
         (pick("crayon-objects"), ", ".join(named)),
         (pick("crayon-boxes"), "Sure, it is " + ", ".join(boxed) + "."),
-        (pick("crayon-class").format(f["select_class"]), "Sure, it is " + ", ".join(chosen) + "."),
+        (pick("crayon-class").format(f["select_class"]), "Sure, it is " + ", ".join(chosen) + "." if chosen else "None."),
     ]
 
 

@@ -1,27 +1,35 @@
-"""The demo command builds and verifies a dataset, and an identical re-run reuses it."""
+"""The demo builds every builder's dataset from a sample world, verifies them, and reuses them."""
 
 from __future__ import annotations
 
 import webdataset as wds
 from typer.testing import CliRunner
 
+from datasets_builders.registry import SOURCES
 from pipelines.cli import app
 from pipelines.demo import run_demo
 
 
-def test_demo_builds_a_verified_dataset_and_reuses_it(tmp_path):
-    first = run_demo(tmp_path, images=20, seed=3)
-    assert first.report.ok and not first.reused
-    assert first.manifest.counts.written == 20 and first.manifest.by_split == {"test": 2, "train": 16, "val": 2}
-    urls = [str(p) for p in sorted(first.dataset.glob("*.tar"))]
-    decoded = list(wds.WebDataset(urls, shardshuffle=False).decode("pil"))
-    assert len(decoded) == 20 and decoded[0]["jpg"].size == tuple(decoded[0]["json"]["image"][k] for k in ("width", "height"))
-    assert run_demo(tmp_path, images=20, seed=3).reused
-    changed = run_demo(tmp_path, images=12, seed=3)  # other parameters replace the old build
-    assert not changed.reused and changed.manifest.counts.written == 12 and changed.report.ok
+def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tmp_path):
+    first = run_demo(tmp_path, images=12, seed=3)
+    assert first.ok and not first.world_reused
+    assert [d.name for d in first.datasets] == list(SOURCES)
+    for d in first.datasets:
+        counts = d.build.manifest.counts
+        assert not d.build.reused and counts.written > 0 and counts.records_rejected == 0, d.name
+        urls = [str(p) for p in sorted(d.build.root.glob("*.tar"))]
+        assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
+    again = run_demo(tmp_path, images=12, seed=3)
+    assert again.world_reused and all(d.build.reused for d in again.datasets)
+    changed = run_demo(tmp_path, images=8, seed=3)  # other parameters replace the old builds
+    assert changed.ok and not changed.world_reused
+    assert all(not d.build.reused and d.build.manifest.counts.read < f.build.manifest.counts.read
+               for d, f in zip(changed.datasets, first.datasets))
 
 
-def test_demo_command_reports_what_it_built(tmp_path):
+def test_demo_command_reports_every_dataset(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "6"], terminal_width=300)
     assert result.exit_code == 0, result.output
-    assert "built: 6 samples" in result.output and "verified" in result.output
+    assert result.output.count("verified") == len(SOURCES)
+    for name in SOURCES:
+        assert f" {name} " in result.output

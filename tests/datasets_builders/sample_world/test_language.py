@@ -178,13 +178,13 @@ def test_text_tasks_outputs_are_computed_exactly():
             assert output == ", ".join(map(str, numbers))
         elif "arithmetic" in instruction:
             a, op, b = given.split()
-            assert int(output) == {"+": int(a) + int(b), "-": int(a) - int(b), "*": int(a) * int(b)}[op]
+            assert int(output) == {"+": int(a) + int(b), "-": int(a) - int(b), "×": int(a) * int(b)}[op]
         elif "even or odd" in instruction:
             assert output == ("odd" if int(given) % 2 else "even")
         elif "backwards" in instruction:
             assert output == "".join(reversed(given))
-        elif "capital" in instruction:
-            assert output == given.upper()
+        elif "How many words" in instruction:
+            assert int(output) == len(given.split())
         elif m := re.search(r"letter '(\w)'", instruction):
             assert int(output) == given.count(m[1])
         else:

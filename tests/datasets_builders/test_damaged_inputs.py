@@ -1,0 +1,152 @@
+"""Every builder on a deliberately damaged copy of the sample world: the build goes on, each
+damaged record lands in rejects.parquet with a reason naming the problem, the rest is written,
+and the counts reconcile. A folder of the wrong format fails at once, in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from datasets_builders.build import build_dataset
+from datasets_builders.registry import SOURCES
+from datasets_builders.sources.contract import InputFormatError
+from datasets_builders.store import verify_dataset
+
+
+def _edit_json(path: Path, edit: Callable[[object], None]) -> None:
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+
+
+def _damage_panoptic(root: Path) -> list[str]:
+    from PIL import Image
+    ann = root / "annotations"
+    _truncate(root / "train2017" / "000000000001.jpg")
+
+    def edit(doc):
+        by_id = {a["image_id"]: a for a in doc["annotations"]}
+        by_id[2]["segments_info"][0]["area"] += 1
+        by_id[3]["segments_info"][0]["category_id"] = 999
+    _edit_json(ann / "panoptic_train2017.json", edit)
+    (ann / "panoptic_train2017" / "000000000004.png").unlink()
+    png = ann / "panoptic_train2017" / "000000000005.png"
+    pixels = Image.open(png).convert("RGB")
+    pixels.paste((1, 2, 3), (0, 0, 3, 3))  # segment id 1 + 2*256 + 3*65536, not in segments_info
+    pixels.save(png)
+    return ["cannot be decoded", "area", "category id 999", "is missing", "missing from segments_info"]
+
+
+def _damage_flickr(root: Path) -> list[str]:
+    _truncate(root / "Annotations" / "1000000001.xml")
+    xml = root / "Annotations" / "1000000002.xml"
+    xml.write_text(xml.read_text().replace("<xmax>", "<xmax>9", 1))
+    (root / "flickr30k-images" / "1000000003.jpg").unlink()
+    sentences = root / "Sentences" / "1000000004.txt"
+    lines = sentences.read_text().splitlines()
+    sentences.write_text("\n".join([lines[0].replace("]", "", 1), *lines[1:]]) + "\n")
+    return ["not well-formed XML", "outside", "is missing", "malformed"]
+
+
+def _damage_refcoco(root: Path) -> list[str]:
+    refs = root / "refs(unc).json"
+    doc = json.loads(refs.read_text())
+    doc[0]["ann_id"] = 999999
+    doc[1]["sentences"] = [{**s, "raw": "...", "sent": "", "tokens": []} for s in doc[1]["sentences"]]
+    refs.write_text(json.dumps(doc))
+    victim = doc[2]["ann_id"]
+    _edit_json(root / "instances.json",
+               lambda d: next(a for a in d["annotations"] if a["id"] == victim)["bbox"].__setitem__(2, 100000))
+    image = next(root.glob("images/train2014/COCO_train2014_000000000006.jpg"))
+    image.unlink()
+    return ["not in instances.json", "empty after normalisation", "outside", "is missing"]
+
+
+def _damage_vqa(root: Path) -> list[str]:
+    _edit_json(root / "v2_mscoco_train2014_annotations.json", lambda d: d["annotations"].pop(0))
+    _edit_json(root / "v2_OpenEnded_mscoco_train2014_questions.json",
+               lambda d: d["questions"][5].__setitem__("question", "..."))
+    _truncate(root / "train2014" / "COCO_train2014_000000000007.jpg")
+    return ["no answers", "empty after normalisation", "cannot be decoded"]
+
+
+def _damage_captions(root: Path) -> list[str]:
+    _edit_json(root / "annotations" / "captions_train2017.json",
+               lambda d: d["annotations"][0].__setitem__("caption", " ... "))
+    (root / "train2017" / "000000000008.jpg").unlink()
+    return ["empty after normalisation", "is missing"]
+
+
+def _damage_llava(root: Path) -> list[str]:
+    path = root / "conversation_58k.json"
+    doc = json.loads(path.read_text())
+    doc[0]["conversations"][1]["from"] = "human"
+    path.write_text(json.dumps(doc))
+    (root / "coco" / "train2017" / f"{doc[1]['image']}").unlink()
+    return ["turn 1", "is missing"]
+
+
+def _damage_unnatural(root: Path) -> list[str]:
+    path = root / "core_data.jsonl"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:-5]  # cut off the end of one JSON line
+    record = json.loads(lines[4])
+    record["instances"] = []
+    lines[4] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    return ["line 4", "instances"]
+
+
+DAMAGE = {
+    "coco-panoptic": _damage_panoptic,
+    "flickr30k-entities": _damage_flickr,
+    "refcoco": _damage_refcoco,
+    "vqa": _damage_vqa,
+    "coco-captions": _damage_captions,
+    "llava": _damage_llava,
+    "unnatural-instructions": _damage_unnatural,
+}
+
+
+def test_every_builder_has_a_damage_case():
+    assert set(DAMAGE) == set(SOURCES)
+
+
+@pytest.mark.parametrize("name", list(DAMAGE))
+def test_damaged_records_are_rejected_with_reasons_and_the_rest_is_built(world, tmp_path, name):
+    raw = tmp_path / "raw"
+    shutil.copytree(world / name, raw)
+    expected = DAMAGE[name](raw)
+    clean = build_dataset(name, world / name, tmp_path / "clean").manifest.counts
+
+    result = build_dataset(name, raw, tmp_path / "damaged")
+    counts = result.manifest.counts
+    rejects = pq.read_table(result.root / "rejects.parquet").to_pylist()
+    reasons = [r["reason"] for r in rejects]
+    for fragment in expected:
+        assert any(fragment in reason for reason in reasons), (fragment, reasons)
+    assert counts.read == counts.records_written + counts.records_rejected
+    assert counts.read == clean.read
+    assert 0 < counts.records_rejected < counts.read // 2 and counts.written < clean.written  # the rest is built
+    assert all(r["source_dataset"] == name and r["stage"] and r["reason"] for r in rejects)
+    assert verify_dataset(result.root).ok
+
+
+@pytest.mark.parametrize("name", list(SOURCES))
+def test_a_folder_of_another_format_fails_at_once_in_one_line(world, tmp_path, name):
+    other = next(n for n in SOURCES if n != name and not (name == "unnatural-instructions" and n == "llava"))
+    with pytest.raises(InputFormatError) as failure:
+        build_dataset(name, world / other, tmp_path / "out")
+    assert "\n" not in str(failure.value) and str(world / other) in str(failure.value)
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    with pytest.raises(InputFormatError, match="no such folder"):
+        build_dataset(name, tmp_path / "missing", tmp_path / "out")
