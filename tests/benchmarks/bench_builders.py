@@ -94,24 +94,28 @@ def bench_crayon(world: Path, rounds: int) -> float:
         ours, ref = crayon_map(ids, info, cats), per_segment_reference(ids, info, cats)
         assert np.array_equal(ours.semantic, ref[0]) and np.array_equal(ours.numbering, ref[1])
         assert [(s.bbox, s.area) for s in ours.segments] == ref[2]
-    timings: dict[str, list[float]] = {"vectorised": [], "per-segment loop": []}
-    for _ in range(rounds):
-        for name, fn in (("per-segment loop", per_segment_reference), ("vectorised", crayon_map)):
-            start = time.perf_counter()
-            for _, ids, info, cats in cases:
-                fn(ids, info, cats)
-            timings[name].append(time.perf_counter() - start)
-    pixels = sum(ids.size for _, ids, _, _ in cases) / len(cases)
-    segments = sum(len(info) for _, _, info, _ in cases) / len(cases)
-    print(f"\ncrayon maps: {len(cases)} panoptic PNGs (mean {pixels / 1e3:.0f} k pixels, {segments:.1f} segments), "
-          f"median of {rounds} rounds")
-    base = statistics.median(timings["per-segment loop"])
-    for name, times in timings.items():
-        t = statistics.median(times)
-        print(f"  {name:<17} {t / len(cases) * 1e3:7.2f} ms/map   {base / t:6.2f}x")
+    groups = {"all": cases}
+    for stem in sorted({name.split("/")[0] for name, *_ in cases}):
+        groups[stem] = [c for c in cases if c[0].startswith(stem + "/")]
+    print(f"\ncrayon maps from decoded panoptic PNGs, median of {rounds} rounds")
+    ratios = {}
+    for group, members in groups.items():
+        timings: dict[str, list[float]] = {"per-segment loop": [], "vectorised": []}
+        for _ in range(rounds):
+            for name, fn in (("per-segment loop", per_segment_reference), ("vectorised", crayon_map)):
+                start = time.perf_counter()
+                for _, ids, info, cats in members:
+                    fn(ids, info, cats)
+                timings[name].append(time.perf_counter() - start)
+        loop, ours = (statistics.median(timings[k]) / len(members) for k in ("per-segment loop", "vectorised"))
+        pixels = sum(ids.size for _, ids, _, _ in members) / len(members)
+        segments = sum(len(info) for _, _, info, _ in members) / len(members)
+        ratios[group] = loop / ours
+        print(f"  {group:<20} {len(members):>4} maps, {pixels / 1e3:5.0f} k px, {segments:5.1f} segments: "
+              f"loop {loop * 1e3:6.2f} ms, vectorised {ours * 1e3:5.2f} ms = {loop / ours:5.1f}x")
     decode = _decode_time(world)
     print(f"  (decoding one panoptic PNG costs {decode * 1e3:.2f} ms on top of either)")
-    return base / statistics.median(timings["vectorised"])
+    return ratios["all"]
 
 
 def _decode_time(world: Path) -> float:

@@ -1,0 +1,49 @@
+"""`crayonflow sample-world` then `crayonflow build`, as a user types them."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from datasets_builders.registry import SOURCES
+from pipelines.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), terminal_width=200)
+
+
+def test_sample_world_then_build_then_an_unchanged_rebuild(tmp_path):
+    world = tmp_path / "raw"
+    made = invoke("sample-world", "--out", str(world), "--images", "6", "--seed", "1")
+    assert made.exit_code == 0, made.output
+    for name in SOURCES:  # it tells the user the next command for every format it wrote
+        assert f"crayonflow build {name} --input {world / name}" in made.output
+    again = invoke("sample-world", "--out", str(world), "--images", "6")
+    assert again.exit_code == 1 and "overwrite" in again.output
+
+    out = tmp_path / "datasets" / "captions"
+    built = invoke("build", "coco-captions", "--input", str(world / "coco-captions"), "--out", str(out))
+    assert built.exit_code == 0, built.output
+    assert "30 records -> 30 written as 30 samples, 0 rejected" in built.output
+    assert f"crayonflow shards verify {out}" in built.output
+    verified = invoke("shards", "verify", str(out))
+    assert verified.exit_code == 0 and "OK" in verified.output
+    unchanged = invoke("build", "coco-captions", "--input", str(world / "coco-captions"), "--out", str(out))
+    assert unchanged.exit_code == 0 and "unchanged" in unchanged.output
+
+    limited = invoke("build", "vqa", "--input", str(world / "vqa"), "--out", str(tmp_path / "vqa"),
+                     "--split", "train", "--limit", "3")
+    assert limited.exit_code == 0 and "3 records -> 3 written" in limited.output, limited.output
+
+
+def test_a_wrong_input_fails_in_one_line_with_exit_code_2(tmp_path):
+    (tmp_path / "empty").mkdir()
+    wrong = invoke("build", "flickr30k-entities", "--input", str(tmp_path / "empty"), "--out", str(tmp_path / "out"))
+    assert wrong.exit_code == 2
+    assert len(wrong.output.strip().splitlines()) == 1 and str(tmp_path / "empty") in wrong.output
+    missing = invoke("build", "vqa", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert missing.exit_code == 2 and "no such folder" in missing.output
+    unknown = invoke("build", "laion", "--input", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert unknown.exit_code == 2 and "coco-panoptic" in unknown.output
