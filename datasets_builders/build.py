@@ -37,13 +37,14 @@ def build_dataset(
     *,
     limit: int | None = None,
     split: str | None = None,
-    options: Options = Options(),
+    options: Options | None = None,
     overwrite: bool = False,
     max_samples: int = 5000,
     progress: Callable[[], None] | None = None,
 ) -> BuildResult:
     """Build ``out_dir`` (its folder name is the dataset name) from the raw ``input_dir``."""
     module = source_module(source)
+    options = options or Options()
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     if not input_dir.is_dir():
         raise InputFormatError(f"{input_dir}: no such folder (the --input of a {module.NAME} build)")

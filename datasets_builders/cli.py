@@ -104,7 +104,8 @@ def _table(title: str, counts: Mapping[str, int], limit: int = 20) -> Table:
     for name, n in ranked[:limit]:
         table.add_row(escape(name), str(n))
     if len(ranked) > limit:
-        table.add_row(f"... {len(ranked) - limit} more (crayonflow shards info --json lists all)", str(sum(n for _, n in ranked[limit:])))
+        rest = sum(n for _, n in ranked[limit:])
+        table.add_row(f"... {len(ranked) - limit} more (crayonflow shards info --json lists all)", str(rest))
     return table
 
 

@@ -46,7 +46,8 @@ def demo(
         table.add_column(column, justify="left" if column in ("dataset", "state") else "right", no_wrap=True)
     for d in result.datasets:
         m = d.build.manifest
-        state = ("reused" if d.build.reused else "built") + (", [green]verified[/green]" if d.report.ok else ", [red]DAMAGED[/red]")
+        verdict = "[green]verified[/green]" if d.report.ok else "[red]DAMAGED[/red]"
+        state = f"{'reused' if d.build.reused else 'built'}, {verdict}"
         table.add_row(escape(d.name), str(m.counts.read), str(m.counts.written), str(m.counts.records_rejected),
                       f"{m.total_bytes / 1e6:.1f}", state)
     console.print(table)

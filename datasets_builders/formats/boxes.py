@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 DELIM = "<delim>"
 EDGE_SLACK = 1e-3  # pixels: float sums like x + w may overshoot the image edge by rounding noise
+_BOX = r"\{<\d{1,3}><\d{1,3}><\d{1,3}><\d{1,3}>\}"
 BOX = re.compile(r"\{<(\d{1,3})><(\d{1,3})><(\d{1,3})><(\d{1,3})>\}")
 # A grounded span ends at a "}" that is not followed by "<" (MiniGPT-v2's demo parser does the same).
-SPAN = re.compile(r"<p>(.*?)</p> ((?:\{<\d{1,3}><\d{1,3}><\d{1,3}><\d{1,3}>\})(?:<delim>\{<\d{1,3}><\d{1,3}><\d{1,3}><\d{1,3}>\})*)(?!<)")
+SPAN = re.compile(rf"<p>(.*?)</p> ({_BOX}(?:<delim>{_BOX})*)(?!<)")
 
 
 class BoxError(ValueError):
@@ -63,7 +64,8 @@ def normalise(box: PixelBox, width: int, height: int) -> tuple[int, int, int, in
 
 def format_box(box: PixelBox, width: int, height: int) -> str:
     """``{<x1><y1><x2><y2>}`` for a pixel box of an image of the given original size."""
-    return "{<%d><%d><%d><%d>}" % normalise(box, width, height)
+    x0, y0, x1, y1 = normalise(box, width, height)
+    return f"{{<{x0}><{y0}><{x1}><{y1}>}}"
 
 
 def format_boxes(boxes: Sequence[PixelBox], width: int, height: int) -> str:
