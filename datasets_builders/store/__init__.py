@@ -21,7 +21,7 @@ from datasets_builders.store.writer import (
 
 __all__ = [
     "BuildSpec", "CorruptSampleError", "DatasetBusyError", "DatasetExistsError", "DatasetNotCommittedError",
-    "DatasetWriteError", "DatasetWriter", "DuplicateKeyError", "InputRef", "InvalidKeyError", "Manifest", "ManifestError",
-    "Problem", "ReconcileError", "ResumeMismatchError", "ShardDataset", "VerifyReport", "check_key", "committed_build", "load_manifest",
-    "open_dataset", "verify_dataset",
+    "DatasetWriteError", "DatasetWriter", "DuplicateKeyError", "InputRef", "InvalidKeyError", "Manifest",
+    "ManifestError", "Problem", "ReconcileError", "ResumeMismatchError", "ShardDataset", "VerifyReport",
+    "check_key", "committed_build", "load_manifest", "open_dataset", "verify_dataset",
 ]
