@@ -35,7 +35,8 @@ from datasets_builders.sample_world.world import write_sample_world
 from datasets_builders.store import BuildSpec, DatasetWriter, ShardDataset
 
 CRAYON_GOAL = 10.0
-FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "coco_panoptic"
+SHARED_FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
+FIXTURE = Path(os.environ.get("CRAYONFLOW_FIXTURES", SHARED_FIXTURES)) / "coco_panoptic"
 
 
 def store_only(samples: list[Sample], out: Path) -> None:

@@ -15,8 +15,8 @@ from datasets_builders.build import build_dataset
 from datasets_builders.formats.crayon import read_crayon
 from datasets_builders.sources.contract import InputFormatError, Options
 from datasets_builders.store import ShardDataset, verify_dataset
+from tests.fixtures import FIXTURES, real_fixture
 
-FIXTURES = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures"
 PANOPTIC = FIXTURES / "coco_panoptic"
 CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 3, "name": "car", "isthing": 1},
               {"id": 184, "name": "tree-merged", "isthing": 0}]
@@ -32,9 +32,7 @@ HAND_INFO = [{"id": 300, "category_id": 1, "area": 4, "bbox": [2, 0, 2, 2], "isc
 
 
 def fixture(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"../shared/fixtures/{path.relative_to(FIXTURES)} not present")
-    return path
+    return real_fixture(str(path.relative_to(FIXTURES)))
 
 
 def png_ids(path: Path) -> np.ndarray:

@@ -14,8 +14,8 @@ from datasets_builders.formats.boxes import parse_grounded
 from datasets_builders.sources.contract import InputFormatError
 from datasets_builders.sources.flickr30k_entities import parse_sentence
 from datasets_builders.store import ShardDataset, verify_dataset
+from tests.fixtures import real_fixture
 
-FIXTURE = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "flickr30k_entities"
 EXAMPLE = "1000092795"
 
 # Hand-checked boxes of the example (333x500). XML corners are 1-based inclusive, so the 0-based
@@ -32,11 +32,10 @@ def write_jpeg(path: Path, size: tuple[int, int]) -> None:
 
 
 def example_input(tmp_path: Path) -> Path:
-    if not FIXTURE.exists():
-        pytest.skip("../shared/fixtures/flickr30k_entities not present")
+    fixture = real_fixture("flickr30k_entities")
     root = tmp_path / "in"
     for folder in ("Sentences", "Annotations"):
-        shutil.copytree(FIXTURE / folder, root / folder)
+        shutil.copytree(fixture / folder, root / folder)
     write_jpeg(root / "flickr30k-images" / f"{EXAMPLE}.jpg", (333, 500))
     return root
 
