@@ -20,7 +20,6 @@ name a "#21 person"); each one is counted as a ``numbering clamped to N`` repair
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import xxhash
-from PIL import Image as PILImage
 
 from datasets_builders.formats.crayon import Categories, CrayonError, CrayonMap, crayon_map, decode_ids
 from datasets_builders.formats.schema import Sample, Source
@@ -42,7 +40,7 @@ from datasets_builders.sources.contract import (
     read_json,
     require,
 )
-from datasets_builders.sources.images import find_image_dir, load_image
+from datasets_builders.sources.images import decode_file, find_image_dir, load_image
 from datasets_builders.templates.render import render
 
 NAME = "coco-panoptic"
@@ -203,22 +201,10 @@ def _file_records(file: PanopticFile, max_instances: int) -> Iterator[PanopticRe
 
 def _read_ids(path: Path, size: tuple[int, int]) -> np.ndarray:
     """The segment-id map of one panoptic PNG; RecordError(stage "image") when it cannot serve."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise RecordError(f"panoptic PNG {path} is missing", "image") from None
-    except OSError as e:
-        raise RecordError(f"panoptic PNG {path} cannot be read ({e})", "image") from None
-    try:
-        with PILImage.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.format != "PNG" or im.mode not in ("RGB", "RGBA"):
-                raise RecordError(f"panoptic PNG {path} is {im.format} mode {im.mode}; expected an RGB PNG", "image")
-            pixels = np.asarray(im)
-    except RecordError:
-        raise
-    except (OSError, SyntaxError, ValueError) as e:
-        raise RecordError(f"panoptic PNG {path} cannot be decoded ({type(e).__name__}: {e})", "image") from None
+    _, picture = decode_file(path, "panoptic PNG")
+    if picture.format != "PNG" or picture.mode not in ("RGB", "RGBA"):
+        raise RecordError(f"panoptic PNG {path} is {picture.format} mode {picture.mode}; expected an RGB PNG", "image")
+    pixels = np.asarray(picture)
     if (pixels.shape[1], pixels.shape[0]) != size:
         raise RecordError(f"panoptic PNG {path} is {pixels.shape[1]}x{pixels.shape[0]} but the image is "
                           f"{size[0]}x{size[1]}", "image")

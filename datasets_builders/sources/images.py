@@ -63,23 +63,33 @@ def load_image(path: Path, expect_size: tuple[int, int] | None = None) -> Image:
     return image
 
 
-def _decode(path: Path) -> Image:
+def decode_file(path: Path, what: str) -> tuple[bytes, PILImage.Image]:
+    """The bytes of ``path`` and the fully decoded picture; RecordError(stage "image") naming
+    ``what`` and the reason when it is missing, unreadable, truncated or too large."""
     try:
         data = path.read_bytes()
+    except FileNotFoundError:
+        raise RecordError(f"{what} {path} is missing", "image") from None
     except OSError as e:
-        raise RecordError(f"image file {path} cannot be read ({e})", "image") from None
+        raise RecordError(f"{what} {path} cannot be read ({e})", "image") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(io.BytesIO(data)) as im:
-                fmt, (width, height) = im.format, im.size
-                if width * height > MAX_PIXELS:
-                    raise RecordError(f"image {path} has {width}x{height} pixels, over the {MAX_PIXELS} limit", "image")
-                im.load()  # the full decode: a truncated file fails here, not in a training worker
+            picture = PILImage.open(io.BytesIO(data))
+            if picture.width * picture.height > MAX_PIXELS:
+                raise RecordError(f"{what} {path} has {picture.width}x{picture.height} pixels, "
+                                  f"over the {MAX_PIXELS} limit", "image")
+            picture.load()  # the full decode: a truncated file fails here, not in a training worker
     except RecordError:
         raise
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as e:
-        raise RecordError(f"image {path} cannot be decoded ({type(e).__name__}: {e})", "image") from None
-    if fmt not in STORED_FORMATS:
-        raise RecordError(f"image {path} is {fmt}; only JPEG and PNG are stored (as their original bytes)", "image")
-    return Image(data, STORED_FORMATS[fmt], width, height)
+        raise RecordError(f"{what} {path} cannot be decoded ({type(e).__name__}: {e})", "image") from None
+    return data, picture
+
+
+def _decode(path: Path) -> Image:
+    data, picture = decode_file(path, "image")
+    if picture.format not in STORED_FORMATS:
+        raise RecordError(f"image {path} is {picture.format}; only JPEG and PNG are stored (as their original bytes)",
+                          "image")
+    return Image(data, STORED_FORMATS[picture.format], picture.width, picture.height)
