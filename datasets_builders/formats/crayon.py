@@ -123,14 +123,7 @@ def crayon_map(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]], cate
     runs = _Runs.of(ids)
     labels = _labels(runs.values, seg_ids)
     n = len(seg_ids)
-    area = np.bincount(labels, weights=runs.lengths, minlength=n).astype(np.int64)
-    order = np.argsort(labels, kind="stable")  # runs grouped by label, raster order kept inside
-    present, first = np.unique(labels[order], return_index=True)
-    x0, y0, x1, y1 = (np.zeros(n, np.int64) for _ in range(4))
-    x0[present] = np.minimum.reduceat(runs.x0[order], first)
-    x1[present] = np.maximum.reduceat(runs.x1[order], first)
-    y0[present] = np.minimum.reduceat(runs.rows[order], first)
-    y1[present] = np.maximum.reduceat(runs.rows[order], first)
+    area, x0, y0, x1, y1 = _geometry(runs, labels, n)
 
     semantic_lut = np.zeros(n, np.uint8)
     numbering_lut = np.zeros(n, np.uint8)
@@ -148,6 +141,37 @@ def crayon_map(ids: np.ndarray, segments_info: Sequence[Mapping[str, Any]], cate
         segments.append(Segment(int(s["id"]), category, categories.names[semantic - 1], semantic, number, bbox,
                                 int(area[label]), bool(s.get("iscrowd", 0)), categories.isthing[semantic - 1]))
     return CrayonMap(runs.paint(semantic_lut[labels]), runs.paint(numbering_lut[labels]), tuple(segments), clamped)
+
+
+def measure(ids: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
+    """Every segment id present in an id map (0 included) -> (area, (x, y, w, h)): what a COCO
+    panoptic ``segments_info`` entry records, for writers of panoptic files."""
+    runs = _Runs.of(ids)
+    present = np.unique(runs.values)
+    area, x0, y0, x1, y1 = _geometry(runs, np.searchsorted(present, runs.values), len(present))
+    return {int(v): (int(area[i]), (int(x0[i]), int(y0[i]), int(x1[i] - x0[i] + 1), int(y1[i] - y0[i] + 1)))
+            for i, v in enumerate(present)}
+
+
+def encode_ids(ids: np.ndarray) -> np.ndarray:
+    """(H, W) segment ids < 2^24 -> (H, W, 3) uint8 panoptic PNG pixels (the inverse of decode_ids)."""
+    ids = ids.astype(np.uint32)
+    if ids.size and int(ids.max()) >= 1 << 24:
+        raise CrayonError("segment ids must be below 2^24 to fit an RGB PNG")
+    return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255], axis=-1).astype(np.uint8)
+
+
+def _geometry(runs: _Runs, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Area and inclusive box corners of each label 0..n-1, from the runs (zeros where absent)."""
+    area = np.bincount(labels, weights=runs.lengths, minlength=n).astype(np.int64)
+    order = np.argsort(labels, kind="stable")  # runs grouped by label, raster order kept inside
+    present, first = np.unique(labels[order], return_index=True)
+    x0, y0, x1, y1 = (np.zeros(n, np.int64) for _ in range(4))
+    x0[present] = np.minimum.reduceat(runs.x0[order], first)
+    x1[present] = np.maximum.reduceat(runs.x1[order], first)
+    y0[present] = np.minimum.reduceat(runs.rows[order], first)
+    y1[present] = np.maximum.reduceat(runs.rows[order], first)
+    return area, x0, y0, x1, y1
 
 
 @dataclass(frozen=True)
