@@ -8,8 +8,8 @@ is a no-op (the committed manifest's fingerprint matches); an interrupted build 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class BuildResult:
 
 def build_dataset(
     source: str,
-    input_dir: str | Path,
+    inputs: str | Path | Sequence[str | Path],
     out_dir: str | Path,
     *,
     limit: int | None = None,
@@ -42,19 +42,26 @@ def build_dataset(
     max_samples: int = 5000,
     progress: Callable[[], None] | None = None,
 ) -> BuildResult:
-    """Build ``out_dir`` (its folder name is the dataset name) from the raw ``input_dir``."""
+    """Build ``out_dir`` (its folder name is the dataset name) from ``inputs``: one raw dataset
+    folder, or for a derived builder (multiround, unnatural-blend) the committed datasets it reads."""
     module = source_module(source)
     options = options or Options()
-    input_dir, out_dir = Path(input_dir), Path(out_dir)
-    if not input_dir.is_dir():
-        raise InputFormatError(f"{input_dir}: no such folder (the --input of a {module.NAME} build)")
-    layout = module.locate(input_dir, options)
+    paths = (Path(inputs),) if isinstance(inputs, str | Path) else tuple(Path(p) for p in inputs)
+    derived = getattr(module, "DERIVED", False)
+    if not derived and len(paths) != 1:
+        raise InputFormatError(f"{module.NAME} reads one --input folder, got {len(paths)}")
+    for path in paths:
+        if not path.is_dir():
+            raise InputFormatError(f"{path}: no such folder (--input of the {module.NAME} build)")
+    out_dir = Path(out_dir)
+    layout = module.locate(paths if derived else paths[0], options)
+    refs = tuple(InputRef.dataset(p) for p in paths) if derived else (InputRef.raw(module.NAME, paths[0]),)
     spec = BuildSpec(
         name=out_dir.name,
         builder=module.NAME,
         builder_version=module.VERSION,
-        parameters={"limit": limit, "split": split, **asdict(options)},
-        inputs=(InputRef.raw(module.NAME, input_dir),),
+        parameters={"limit": limit, "split": split, **{k: getattr(options, k) for k in module.OPTIONS}},
+        inputs=refs,
         max_samples=max_samples,
     )
     done = committed_build(out_dir, spec)

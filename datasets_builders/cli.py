@@ -74,6 +74,8 @@ def info(
     console.print(f"{len(manifest.shards)} shards, {manifest.total_bytes / 1e6:.1f} MB, fingerprint {manifest.fingerprint}")
     console.print(_table("samples by task", manifest.by_task))
     console.print(_table("samples by split", manifest.by_split))
+    if len(manifest.by_source) > 1:
+        console.print(_table("samples by source dataset", manifest.by_source))
     if manifest.repairs:
         console.print(_table("repairs (fixes the spec allows)", manifest.repairs))
     if rejects:

@@ -38,6 +38,7 @@ from datasets_builders.templates.render import render
 
 NAME = "coco-captions"
 VERSION = "1"
+OPTIONS = ()
 _FILE = re.compile(r"^captions_([a-z]+)(\d{4})\.json$")
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ from datasets_builders.templates.render import render
 
 NAME = "coco-panoptic"
 VERSION = "1"
+OPTIONS = ("max_instances",)
 _MARKER = b'"segments_info"'
 _CHUNK = 1 << 20
 

@@ -35,10 +35,19 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class Options:
-    """Source settings from the command line; each source reads the ones it knows."""
+    """Builder settings from the command line. Each module lists the fields it reads in its
+    ``OPTIONS``; only those go into the build's recorded parameters (and its fingerprint)."""
 
-    trust_pickle: bool = False  #: RefCOCO's refs(*).p may be unpickled (only builtins are allowed)
-    max_instances: int = 20  #: crayon maps: numbering index clamp
+    trust_pickle: bool = False  #: refcoco: refs(*).p may be unpickled (no classes are allowed)
+    max_instances: int = 20  #: coco-panoptic: numbering index clamp
+    min_confidence: float = 0.0  #: grit: spans below this confidence are dropped
+    seed: int = 0  #: multiround: task choice per image
+    tasks: tuple[str, ...] = ()  #: multiround: tasks to mix (empty: every task the inputs have)
+    min_turns: int = 2  #: multiround: question-answer rounds per conversation, at least ...
+    max_turns: int = 4  #: ... and at most
+    token_budget: int = 1024  #: multiround: answer tokens per conversation (MiniGPT-v2's max_txt_len)
+    tokenizer: str | None = None  #: multiround: local tokenizer folder; None: the documented word proxy
+    ratio: int = 20  #: unnatural-blend: instruction samples per text-only sample
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,7 @@ class Record(Protocol):
 class SourceModule(Protocol):
     NAME: str
     VERSION: str
+    OPTIONS: tuple[str, ...]
 
     def locate(self, path: Path, options: Options) -> Any: ...
     def read_records(self, layout: Any, split: str | None) -> Iterator[Record | Reject]: ...

@@ -34,6 +34,7 @@ from datasets_builders.templates.render import render
 
 NAME = "flickr30k-entities"
 VERSION = "1"
+OPTIONS = ()
 SPLITS = ("train", "val", "test")
 UNRELATED = "UNRELATED_CAPTIONS"
 NO_LISTS = "no split lists: image put in train"

@@ -43,6 +43,7 @@ from datasets_builders.sources.images import find_image_dir, load_image
 
 NAME = "llava"
 VERSION = "1"
+OPTIONS = ()
 SPLIT = "train"  # LLaVA-Instruct has no other split
 ROLES = {"human": "user", "gpt": "assistant"}
 NORMALISED_TASKS = ("llava-detail", "llava-reason")  # their instructions go through blip_normalise

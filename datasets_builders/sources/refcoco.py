@@ -54,6 +54,7 @@ from datasets_builders.templates.render import render
 
 NAME = "refcoco"
 VERSION = "1"
+OPTIONS = ("trust_pickle",)
 TASKS = ("refer", "identify")
 PREFERRED = ("unc", "umd", "google")  # partitions, in the order they are chosen
 _REFS = re.compile(r"^refs\((.+)\)\.(json|p)$")

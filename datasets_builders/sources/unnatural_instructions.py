@@ -39,6 +39,7 @@ from datasets_builders.sources.contract import (
 
 NAME = "unnatural-instructions"
 VERSION = "1"
+OPTIONS = ()
 SPLIT = "train"  # the dataset has no other split
 TASK = "text"
 PREFERENCE = ("filtered_unnatural_instruction.json", "core_data.jsonl", "core_data.zip",

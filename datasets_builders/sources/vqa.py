@@ -39,6 +39,7 @@ from datasets_builders.templates.render import render
 
 NAME = "vqa"
 VERSION = "1"
+OPTIONS = ()
 _QUESTIONS = re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$")
 
 

@@ -137,6 +137,7 @@ class Manifest:
     code_hash: str
     created: str  #: UTC, ISO 8601
     repairs: Mapping[str, int] = field(default_factory=dict)  #: fixes the spec allows, counted by kind
+    by_source: Mapping[str, int] = field(default_factory=dict)  #: samples per source dataset (blends keep both)
 
     @property
     def total_bytes(self) -> int:
@@ -156,6 +157,7 @@ class Manifest:
             "by_task": dict(self.by_task),
             "by_split": dict(self.by_split),
             "repairs": dict(self.repairs),
+            "by_source": dict(self.by_source),
             "shards": [asdict(s) for s in self.shards],
             "index": {name: asdict(e) for name, e in self.index.items()},
             "code": {"revision": self.code_revision, "hash": self.code_hash},
@@ -171,6 +173,7 @@ class Manifest:
             by_task=doc["by_task"],
             by_split=doc["by_split"],
             repairs=doc.get("repairs", {}),
+            by_source=doc.get("by_source", {}),
             shards=tuple(ShardEntry(**s) for s in doc["shards"]),
             index={name: FileEntry(**e) for name, e in doc["index"].items()},
             code_revision=doc["code"]["revision"],

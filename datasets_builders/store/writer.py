@@ -249,6 +249,7 @@ class DatasetWriter:
             by_task=value_counts(samples, "task"),
             by_split=value_counts(samples, "split"),
             repairs=dict(sorted(self._repairs.items())),
+            by_source=value_counts(samples, "source_dataset"),
             shards=tuple(self._shards),
             index=index,
             code_revision=code_revision(),

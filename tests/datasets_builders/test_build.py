@@ -136,7 +136,7 @@ def test_a_missing_input_folder_is_an_input_error_naming_it(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(InputFormatError) as err:
         build_dataset("unnatural-instructions", missing, tmp_path / "ui")
-    assert str(err.value) == f"{missing}: no such folder (the --input of a unnatural-instructions build)"
+    assert str(err.value) == f"{missing}: no such folder (--input of the unnatural-instructions build)"
     assert not (tmp_path / "ui").exists()
 
 

@@ -20,7 +20,7 @@ def test_manifest_json_holds_the_lineage_and_round_trips(tmp_path):
     manifest = build(tmp_path / "ds", make_samples(10), spec)
     doc = json.loads((tmp_path / "ds" / "manifest.json").read_text())
     assert {"name", "builder", "parameters", "inputs", "counts", "shards", "code", "created", "fingerprint",
-            "index", "by_task", "by_split", "repairs", "limits", "format"} == set(doc)
+            "index", "by_task", "by_split", "repairs", "by_source", "limits", "format"} == set(doc)
     assert doc["inputs"][0] | {"path": None} == {"name": "coco-panoptic", "path": None, "kind": "raw",
                                                   "xxh3": content_hash(raw).xxh3, "bytes": 14, "files": 1}
     assert doc["counts"] == {"read": 10, "written": 10, "rejected": 0, "records_written": 10, "records_rejected": 0}
