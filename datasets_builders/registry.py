@@ -15,10 +15,15 @@ SOURCES = {
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",
 }
+DERIVED = {  # built from committed datasets: --input DATASET [--input DATASET ...]
+    "multiround": "datasets_builders.derived.multiround",
+    "unnatural-blend": "datasets_builders.derived.unnatural_blend",
+}
 
 
 def source_module(name: str) -> SourceModule:
-    """The module that reads raw format ``name``; modules load on first use (some import torch)."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown builder {name!r}; known: {', '.join(SOURCES)}")
-    return import_module(SOURCES[name])  # type: ignore[return-value]
+    """The module of builder ``name``; modules load on first use (some import torch)."""
+    builders = {**SOURCES, **DERIVED}
+    if name not in builders:
+        raise ValueError(f"unknown builder {name!r}; known: {', '.join(builders)}")
+    return import_module(builders[name])  # type: ignore[return-value]

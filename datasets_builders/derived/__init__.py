@@ -1,0 +1,1 @@
+"""Datasets built from our own committed datasets (multi-round conversations, blends), not raw folders."""
