@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from datasets_builders.registry import SOURCES
+from datasets_builders.registry import DERIVED, SOURCES
 from datasets_builders.store import DatasetExistsError, ManifestError, load_manifest, verify_dataset
 from datasets_builders.store.index import REJECTS_SCHEMA, read_table
 from datasets_builders.store.layout import REJECTS_INDEX
@@ -133,32 +133,44 @@ def sample_world(
 
 
 def build(
-    source: Annotated[str, typer.Argument(help=f"Raw format to read: {', '.join(SOURCES)}.")],
-    input_dir: Annotated[Path, typer.Option("--input", help="The raw dataset folder, laid out as its publisher ships it.")],
+    source: Annotated[str, typer.Argument(help=f"Builder: {', '.join({**SOURCES, **DERIVED})}.")],
+    inputs: Annotated[list[Path], typer.Option("--input", help="The raw dataset folder, laid out as its publisher ships "
+                                               "it; derived builders take committed datasets, --input once per dataset.")],
     out: Annotated[Path, typer.Option(help="Dataset folder to write; its name is the dataset name.")],
     limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many records.")] = None,
     split: Annotated[str | None, typer.Option(help="Build only this split (train, val, test, ...).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a committed dataset built differently.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="Allow reading RefCOCO's refs(*).p pickles (builtins only).")] = False,
-    max_instances: Annotated[int, typer.Option(min=1, max=255, help="Crayon maps: clamp of the numbering index.")] = 20,
+    trust_pickle: Annotated[bool, typer.Option(help="refcoco: allow reading refs(*).p pickles (no classes).")] = False,
+    max_instances: Annotated[int, typer.Option(min=1, max=255, help="coco-panoptic: clamp of the numbering index.")] = 20,
+    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="grit: drop spans below this confidence.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="multiround: seed of the task draws.")] = 0,
+    tasks: Annotated[str, typer.Option(help="multiround: comma-separated tasks to mix (default: all).")] = "",
+    min_turns: Annotated[int, typer.Option(min=2, help="multiround: fewest rounds per conversation.")] = 2,
+    max_turns: Annotated[int, typer.Option(min=2, help="multiround: most rounds per conversation.")] = 4,
+    token_budget: Annotated[int, typer.Option(min=1, help="multiround: answer tokens per conversation.")] = 1024,
+    tokenizer: Annotated[str | None, typer.Option(help="multiround: local tokenizer folder (default: word proxy).")] = None,
+    ratio: Annotated[int, typer.Option(min=1, help="unnatural-blend: instruction samples per text sample.")] = 20,
 ) -> None:
-    """Convert one raw dataset into a dataset of shards; every record is written or rejected with a reason."""
+    """Convert a raw dataset (or combine built ones) into a dataset of shards; every record is written or rejected."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from datasets_builders.build import build_dataset
     from datasets_builders.sources.contract import InputFormatError, Options
 
-    if source not in SOURCES:
-        console.print(f"[red]unknown builder {escape(source)!r}; choose one of: {', '.join(SOURCES)}[/red]")
+    builders = {**SOURCES, **DERIVED}
+    if source not in builders:
+        console.print(f"[red]unknown builder {escape(source)!r}; choose one of: {', '.join(builders)}[/red]")
         raise typer.Exit(2)
+    options = Options(trust_pickle=trust_pickle, max_instances=max_instances, min_confidence=min_confidence, seed=seed,
+                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), min_turns=min_turns,
+                      max_turns=max_turns, token_budget=token_budget, tokenizer=tokenizer, ratio=ratio)
     started = time.perf_counter()
     with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed} records"), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
         task = bar.add_task(f"building {source}")
         try:
-            result = build_dataset(source, input_dir, out, limit=limit, split=split, overwrite=overwrite,
-                                   options=Options(trust_pickle=trust_pickle, max_instances=max_instances),
-                                   progress=lambda: bar.advance(task))
+            result = build_dataset(source, inputs, out, limit=limit, split=split, overwrite=overwrite,
+                                   options=options, progress=lambda: bar.advance(task))
         except (InputFormatError, DatasetExistsError, ValueError) as e:
             console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
             raise typer.Exit(2 if isinstance(e, InputFormatError) else 1) from None

@@ -1,5 +1,9 @@
 """The demo on embedded defaults: a generated sample world -> every builder's dataset -> verified.
 
+Raw builders first (one dataset per raw format), then the derived ones on top of them: the
+multi-round conversations over the image task datasets, and LLaVA blended with Unnatural
+Instructions (1 text sample per 20).
+
 Plain functions (the Prefect flow of the same name wraps them). Everything is deterministic for
 (images, seed): a re-run regenerates nothing and reuses every committed dataset; other
 parameters rebuild, replacing the previous demo's datasets rather than mixing with them.
@@ -15,6 +19,8 @@ from datasets_builders.build import BuildResult, build_dataset
 from datasets_builders.registry import SOURCES
 from datasets_builders.sample_world.world import write_sample_world
 from datasets_builders.store import VerifyReport, verify_dataset
+
+MULTIROUND_INPUTS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "coco-captions")
 
 
 @dataclass(frozen=True)
@@ -37,11 +43,14 @@ class DemoResult:
 
 def run_demo(data_dir: Path, *, images: int = 64, seed: int = 0) -> DemoResult:
     world, world_reused = ensure_sample_world(data_dir / "raw" / "sample-world", images=images, seed=seed)
-    datasets = []
-    for name in SOURCES:
-        result = build_dataset(name, world / name, data_dir / "datasets" / name, overwrite=True)
-        datasets.append(DemoDataset(name, result, verify_dataset(result.root)))
-    return DemoResult(world, world_reused, tuple(datasets))
+    out = data_dir / "datasets"
+    builds = {name: build_dataset(name, world / name, out / name, overwrite=True) for name in SOURCES}
+    builds["multiround"] = build_dataset("multiround", [out / n for n in MULTIROUND_INPUTS], out / "multiround",
+                                         overwrite=True)
+    builds["unnatural-blend"] = build_dataset("unnatural-blend", [out / "llava", out / "unnatural-instructions"],
+                                              out / "unnatural-blend", overwrite=True)
+    datasets = tuple(DemoDataset(name, result, verify_dataset(result.root)) for name, result in builds.items())
+    return DemoResult(world, world_reused, datasets)
 
 
 def ensure_sample_world(out: Path, *, images: int, seed: int) -> tuple[Path, bool]:

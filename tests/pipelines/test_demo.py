@@ -5,7 +5,7 @@ from __future__ import annotations
 import webdataset as wds
 from typer.testing import CliRunner
 
-from datasets_builders.registry import SOURCES
+from datasets_builders.registry import DERIVED, SOURCES
 from pipelines.cli import app
 from pipelines.demo import run_demo
 
@@ -13,7 +13,7 @@ from pipelines.demo import run_demo
 def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tmp_path):
     first = run_demo(tmp_path, images=12, seed=3)
     assert first.ok and not first.world_reused
-    assert [d.name for d in first.datasets] == list(SOURCES)
+    assert [d.name for d in first.datasets] == [*SOURCES, *DERIVED]
     for d in first.datasets:
         counts = d.build.manifest.counts
         assert not d.build.reused and counts.written > 0 and counts.records_rejected == 0, d.name
@@ -30,6 +30,6 @@ def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tm
 def test_demo_command_reports_every_dataset(tmp_path):
     result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "6"], terminal_width=300)
     assert result.exit_code == 0, result.output
-    assert result.output.count("verified") == len(SOURCES)
-    for name in SOURCES:
+    assert result.output.count("verified") == len(SOURCES) + len(DERIVED)
+    for name in [*SOURCES, *DERIVED]:
         assert f" {name} " in result.output
