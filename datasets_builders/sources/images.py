@@ -72,24 +72,40 @@ def decode_file(path: Path, what: str) -> tuple[bytes, PILImage.Image]:
         raise RecordError(f"{what} {path} is missing", "image") from None
     except OSError as e:
         raise RecordError(f"{what} {path} cannot be read ({e})", "image") from None
+    return data, decode_bytes(data, f"{what} {path}")
+
+
+def decode_bytes(data: bytes, where: str) -> PILImage.Image:
+    """Fully decode encoded image bytes (from a file or a tar member named by ``where``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
             picture = PILImage.open(io.BytesIO(data))
             if picture.width * picture.height > MAX_PIXELS:
-                raise RecordError(f"{what} {path} has {picture.width}x{picture.height} pixels, "
-                                  f"over the {MAX_PIXELS} limit", "image")
+                raise RecordError(f"{where} has {picture.width}x{picture.height} pixels, over the {MAX_PIXELS} limit",
+                                  "image")
             picture.load()  # the full decode: a truncated file fails here, not in a training worker
     except RecordError:
         raise
     except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombWarning, PILImage.DecompressionBombError) as e:
-        raise RecordError(f"{what} {path} cannot be decoded ({type(e).__name__}: {e})", "image") from None
-    return data, picture
+        raise RecordError(f"{where} cannot be decoded ({type(e).__name__}: {e})", "image") from None
+    return picture
+
+
+def image_from_bytes(data: bytes, where: str, expect_size: tuple[int, int] | None = None) -> Image:
+    """Encoded bytes (e.g. a tar member) as a stored Image, checked like :func:`load_image`."""
+    picture = decode_bytes(data, where)
+    if picture.format not in STORED_FORMATS:
+        raise RecordError(f"{where} is {picture.format}; only JPEG and PNG are stored (as their original bytes)", "image")
+    if expect_size is not None and picture.size != tuple(expect_size):
+        raise RecordError(f"{where} is {picture.width}x{picture.height} but the annotation says "
+                          f"{expect_size[0]}x{expect_size[1]}; its boxes would be wrong", "image")
+    return Image(data, STORED_FORMATS[picture.format], picture.width, picture.height)
 
 
 def _decode(path: Path) -> Image:
-    data, picture = decode_file(path, "image")
-    if picture.format not in STORED_FORMATS:
-        raise RecordError(f"image {path} is {picture.format}; only JPEG and PNG are stored (as their original bytes)",
-                          "image")
-    return Image(data, STORED_FORMATS[picture.format], picture.width, picture.height)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise RecordError(f"image file {path} cannot be read ({e})", "image") from None
+    return image_from_bytes(data, f"image {path}")
