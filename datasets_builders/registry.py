@@ -14,6 +14,8 @@ SOURCES = {
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",
+    "grit": "datasets_builders.sources.grit",
+    "image-text": "datasets_builders.sources.image_text",
 }
 DERIVED = {  # built from committed datasets: --input DATASET [--input DATASET ...]
     "multiround": "datasets_builders.derived.multiround",

@@ -1,4 +1,4 @@
-"""The sample world: generated scenes written in the layouts of seven real published datasets.
+"""The sample world: generated scenes written in the layouts of nine real published datasets.
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
@@ -18,6 +18,8 @@ from datasets_builders.sample_world import (
     coco_captions,
     coco_panoptic,
     flickr30k_entities,
+    grit,
+    image_text,
     llava,
     refcoco,
     unnatural_instructions,
@@ -36,6 +38,8 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "coco-captions": coco_captions,
     "llava": llava,
     "unnatural-instructions": unnatural_instructions,
+    "grit": grit,
+    "image-text": image_text,
 }
 SUMMARY_FILE = "sample-world.json"
 JPEG_QUALITY = 90

@@ -27,7 +27,10 @@ TASKS = {
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},
+    "grit": {"grounding", "refer", "identify"},
+    "image-text": {"caption"},
 }
+WEB = ("grit", "image-text")  # img2dataset layouts: no splits, and the world plants one dead link each
 IDENTIFIER = {"grounding": "[grounding]", "detection-caption": "[detection]", "detection-phrase": "[detection]",
               "refer": "[refer]", "identify": "[identify]", "vqa": "[vqa]", "caption": "[caption]"}
 CRAYON_ITEM = re.compile(r"\(#(\d+) ([a-z ]+)\) (\[\d\.\d\d, \d\.\d\d, \d\.\d\d, \d\.\d\d\])")
@@ -47,13 +50,14 @@ def test_the_registry_and_this_test_know_the_same_builders():
 def test_builder_writes_every_record_of_the_clean_world_with_its_tasks(built, name):
     result = built[name]
     counts = result.manifest.counts
-    assert counts.read > 0 and counts.rejected == 0, result.manifest.to_json()
-    assert counts.read == counts.records_written
+    dead_links = 1 if name in WEB else 0
+    assert counts.read > 0 and counts.rejected == dead_links, result.manifest.to_json()
+    assert counts.read == counts.records_written + dead_links
     assert set(result.manifest.by_task) == TASKS[name]
     assert verify_dataset(result.root).ok
     urls = [str(p) for p in sorted(result.root.glob("*.tar"))]
     assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
-    expected_splits = {"train"} if name in ("llava", "unnatural-instructions") else {"train", "val", "test"}
+    expected_splits = {"train"} if name in ("llava", "unnatural-instructions", *WEB) else {"train", "val", "test"}
     assert set(result.manifest.by_split) == expected_splits
 
 
@@ -71,7 +75,7 @@ def test_every_sample_carries_its_identifier_and_valid_boxes(built, name):
         assert (sample.image is None) == (sample.task == "text")
 
 
-@pytest.mark.parametrize("name", [n for n in TASKS if n not in ("llava", "unnatural-instructions")])
+@pytest.mark.parametrize("name", [n for n in TASKS if n not in ("llava", "unnatural-instructions")])  # templated
 def test_answers_parse_back_to_the_fields_and_re_render_identically(built, name):
     for sample in ShardDataset(built[name].root).samples():
         fields, (w, h) = sample.meta["fields"], (sample.image.width, sample.image.height)

@@ -4,8 +4,10 @@ and the counts reconcile. A folder of the wrong format fails at once, in one lin
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +108,45 @@ def _damage_unnatural(root: Path) -> list[str]:
     return ["line 4", "instances"]
 
 
+def _rewrite_tar(path: Path, edit: Callable[[dict[str, bytes]], None]) -> None:
+    """Rewrite an img2dataset shard with ``edit`` applied to its members (name -> bytes)."""
+    with tarfile.open(path) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    edit(members)
+    with tarfile.open(path, "w") as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _json_members(members: dict[str, bytes]) -> list[str]:
+    return sorted(n for n in members if n.endswith(".json"))
+
+
+def _damage_image_text(root: Path) -> list[str]:
+    def edit(members):
+        first, second = _json_members(members)[:2]
+        jpg = first.replace(".json", ".jpg")
+        members[jpg] = members[jpg][: len(members[jpg]) // 3]
+        members[second] = b"{not json"
+    _rewrite_tar(root / "00000.tar", edit)
+    return ["cannot be decoded", "not valid JSON", "not downloaded"]
+
+
+def _damage_grit(root: Path) -> list[str]:
+    def edit(members):
+        first, second = _json_members(members)[:2]
+        doc = json.loads(members[first])
+        doc["noun_chunks"][0][4] = 1.5  # x_max beyond the image
+        members[first] = json.dumps(doc).encode()
+        doc = json.loads(members[second])
+        doc["original_width"] = doc["width"] * 2  # the download padded or cropped the picture
+        members[second] = json.dumps(doc).encode()
+    _rewrite_tar(root / "00000.tar", edit)
+    return ["outside 0..1", "aspect ratio", "not downloaded"]
+
+
 DAMAGE = {
     "coco-panoptic": _damage_panoptic,
     "flickr30k-entities": _damage_flickr,
@@ -114,6 +155,8 @@ DAMAGE = {
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,
+    "grit": _damage_grit,
+    "image-text": _damage_image_text,
 }
 
 

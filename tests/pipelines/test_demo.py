@@ -16,7 +16,8 @@ def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tm
     assert [d.name for d in first.datasets] == [*SOURCES, *DERIVED]
     for d in first.datasets:
         counts = d.build.manifest.counts
-        assert not d.build.reused and counts.written > 0 and counts.records_rejected == 0, d.name
+        planted = 1 if d.name in ("grit", "image-text") else 0  # the world's dead download links
+        assert not d.build.reused and counts.written > 0 and counts.records_rejected == planted, d.name
         urls = [str(p) for p in sorted(d.build.root.glob("*.tar"))]
         assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
     again = run_demo(tmp_path, images=12, seed=3)

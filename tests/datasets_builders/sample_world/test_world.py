@@ -115,7 +115,8 @@ def test_panoptic_pngs_match_the_json_exactly(world, scenes):
 
 def test_every_json_file_parses(world):
     files = [p for p in world.rglob("*.json")]
-    assert len(files) == 3 + 2 + 6 + 3 + 3 + 1  # panoptic, refcoco, vqa, captions, llava, summary
+    # panoptic, refcoco, vqa, captions, llava, the img2dataset stats of grit and image-text, summary
+    assert len(files) == 3 + 2 + 6 + 3 + 3 + 2 + 1
     for path in files:
         load(path)
 
