@@ -24,6 +24,7 @@ test: $(STAMP)  ## import layering contract, then every test (slow end-to-end on
 bench: $(STAMP)  ## speed targets, as ratios against baselines measured in the same run
 	$(PY) tests/benchmarks/bench_store.py
 	$(PY) tests/benchmarks/bench_builders.py
+	$(PY) tests/benchmarks/bench_segment.py
 
 clean:
 	rm -rf $(VENV) $(DATA) build *.egg-info .pytest_cache .import_linter_cache

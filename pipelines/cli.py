@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from datasets_builders.cli import build, sample_world, shards_app
+from datasets_builders.segment.cli import segment
 
 app = typer.Typer(
     help="Crayonflow: build grounded vision-language datasets and train on them.",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.command("sample-world")(sample_world)
 app.command("build")(build)
+app.command("segment")(segment)
 app.add_typer(shards_app, name="shards")
 console = Console(soft_wrap=True)
 

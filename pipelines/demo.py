@@ -2,7 +2,9 @@
 
 Raw builders first (one dataset per raw format), then the derived ones on top of them: the
 multi-round conversations over the image task datasets, and LLaVA blended with Unnatural
-Instructions (1 text sample per 20).
+Instructions (1 text sample per 20). Last, LLaVA's pictures, which have no panoptic ground
+truth, are segmented by the tiny random Mask2Former on Ray (``crayonflow segment --tiny``) and
+the predictions built into crayon shards (``llava-crayon``) by the unchanged coco-panoptic builder.
 
 Plain functions (the Prefect flow of the same name wraps them). Everything is deterministic for
 (images, seed): a re-run regenerates nothing and reuses every committed dataset; other
@@ -18,9 +20,11 @@ from pathlib import Path
 from datasets_builders.build import BuildResult, build_dataset
 from datasets_builders.registry import SOURCES
 from datasets_builders.sample_world.world import write_sample_world
+from datasets_builders.segment.run import SegmentConfig, configure, segment_folder
 from datasets_builders.store import VerifyReport, verify_dataset
 
 MULTIROUND_INPUTS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "coco-captions")
+SEGMENTED = "llava-crayon"  #: crayon shards of predicted panoptic maps
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,9 @@ def run_demo(data_dir: Path, *, images: int = 64, seed: int = 0) -> DemoResult:
                                          overwrite=True)
     builds["unnatural-blend"] = build_dataset("unnatural-blend", [out / "llava", out / "unnatural-instructions"],
                                               out / "unnatural-blend", overwrite=True)
+    predictions = ensure_segmented(world / "llava" / "coco" / "train2017", data_dir / "raw" / "segmented" / "llava",
+                                   reuse=world_reused)
+    builds[SEGMENTED] = build_dataset("coco-panoptic", predictions, out / SEGMENTED, overwrite=True)
     datasets = tuple(DemoDataset(name, result, verify_dataset(result.root)) for name, result in builds.items())
     return DemoResult(world, world_reused, datasets)
 
@@ -63,3 +70,22 @@ def ensure_sample_world(out: Path, *, images: int, seed: int) -> tuple[Path, boo
         pass
     write_sample_world(out, images=images, seed=seed, overwrite=True)
     return out, False
+
+
+def ensure_segmented(images: Path, out: Path, *, reuse: bool) -> Path:
+    """COCO panoptic predictions of the tiny model for ``images``, redone unless ``reuse`` (the
+    images are unchanged) and a complete earlier run there had the same parameters."""
+    config = tiny_segmenter()
+    try:
+        earlier = json.loads((out / "segment.json").read_text())
+        if reuse and {k: earlier.get(k) for k in config.parameters(images, None)} == config.parameters(images, None):
+            return out
+    except (OSError, ValueError):
+        pass
+    segment_folder(images, out, config)
+    return out
+
+
+def tiny_segmenter() -> SegmentConfig:
+    return configure("mask2former", checkpoint=None, preset="tiny", categories_file=None, threshold=0.5,
+                     mask_threshold=0.95, batch_size=8)

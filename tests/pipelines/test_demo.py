@@ -1,4 +1,5 @@
-"""The demo builds every builder's dataset from a sample world, verifies them, and reuses them."""
+"""The demo builds every builder's dataset (and crayon shards of segmented pictures) from a sample world,
+verifies them, and reuses them."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ from typer.testing import CliRunner
 
 from datasets_builders.registry import DERIVED, SOURCES
 from pipelines.cli import app
-from pipelines.demo import run_demo
+from pipelines.demo import SEGMENTED, run_demo
+
+DATASETS = [*SOURCES, *DERIVED, SEGMENTED]
 
 
-def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tmp_path):
+def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(ray_cluster, tmp_path):
     first = run_demo(tmp_path, images=12, seed=3)
     assert first.ok and not first.world_reused
-    assert [d.name for d in first.datasets] == [*SOURCES, *DERIVED]
+    assert [d.name for d in first.datasets] == DATASETS
     for d in first.datasets:
         counts = d.build.manifest.counts
         planted = 1 if d.name in ("grit", "image-text") else 0  # the world's dead download links
@@ -28,9 +31,9 @@ def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(tm
                for d, f in zip(changed.datasets, first.datasets))
 
 
-def test_demo_command_reports_every_dataset(tmp_path):
+def test_demo_command_reports_every_dataset(ray_cluster, tmp_path):
     result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "6"], terminal_width=300)
     assert result.exit_code == 0, result.output
-    assert result.output.count("verified") == len(SOURCES) + len(DERIVED)
-    for name in [*SOURCES, *DERIVED]:
+    assert result.output.count("verified") == len(DATASETS)
+    for name in DATASETS:
         assert f" {name} " in result.output
