@@ -37,8 +37,10 @@ def demo(
     from rich import box
     from rich.table import Table
 
+    from datasets_builders.segment.run import quiet_ray_logs
     from pipelines.demo import run_demo
 
+    quiet_ray_logs()
     result = run_demo(data_dir, images=images, seed=seed)
     console.print(f"sample world: {escape(str(result.world))} ({images} scenes, seed {seed}"
                   f"{', reused' if result.world_reused else ''})")

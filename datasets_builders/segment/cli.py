@@ -48,7 +48,9 @@ def segment(
     from datasets_builders.segment.prediction import SetupError
     from datasets_builders.segment.run import configure, list_images, segment_folder
 
-    _quiet_ray()
+    from datasets_builders.segment.run import quiet_ray_logs
+
+    quiet_ray_logs()
     try:
         total = len(list_images(images, limit))
         config = configure(backend, checkpoint=checkpoint, preset="tiny" if tiny else None, categories_file=categories,
@@ -73,13 +75,3 @@ def segment(
     console.print(f"next: crayonflow build coco-panoptic --input {escape(str(out))} "
                   f"--out data/datasets/{escape(out.name)}-crayon", highlight=False)
 
-
-def _quiet_ray() -> None:
-    """The command draws its own progress bar: Ray Data's per-operator log lines would bury it."""
-    import logging
-
-    import ray
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.ERROR)

@@ -247,6 +247,17 @@ def _actor_resources(actors: int, config: SegmentConfig) -> tuple[dict[str, floa
     return {"num_cpus": share}, dataclasses.replace(config, threads=1)
 
 
+def quiet_ray_logs() -> None:
+    """For commands that draw their own progress: Ray Data's per-operator log lines would bury it."""
+    import logging
+
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 @contextmanager
 def _ray(address: str | None) -> Iterator[None]:
     import ray
