@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -132,60 +132,93 @@ def sample_world(
         console.print(f"  crayonflow build {name} --input {escape(str(out / name))} --out data/datasets/{name}")
 
 
-def build(
-    source: Annotated[str, typer.Argument(help=f"Builder: {', '.join({**SOURCES, **DERIVED})}.")],
-    inputs: Annotated[list[Path], typer.Option("--input", help="The raw dataset folder, laid out as its publisher ships "
-                                               "it; derived builders take committed datasets, --input once per dataset.")],
-    out: Annotated[Path, typer.Option(help="Dataset folder to write; its name is the dataset name.")],
-    limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many records.")] = None,
-    split: Annotated[str | None, typer.Option(help="Build only this split (train, val, test, ...).")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a committed dataset built differently.")] = False,
-    trust_pickle: Annotated[bool, typer.Option(help="refcoco: allow reading refs(*).p pickles (no classes).")] = False,
-    max_instances: Annotated[int, typer.Option(min=1, max=255, help="coco-panoptic: clamp of the numbering index.")] = 20,
-    min_confidence: Annotated[float, typer.Option(min=0, max=1, help="grit: drop spans below this confidence.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="multiround: seed of the task draws.")] = 0,
-    tasks: Annotated[str, typer.Option(help="multiround: comma-separated tasks to mix (default: all).")] = "",
-    min_turns: Annotated[int, typer.Option(min=2, help="multiround: fewest rounds per conversation.")] = 2,
-    max_turns: Annotated[int, typer.Option(min=2, help="multiround: most rounds per conversation.")] = 4,
-    token_budget: Annotated[int, typer.Option(min=1, help="multiround: answer tokens per conversation.")] = 1024,
-    tokenizer: Annotated[str | None, typer.Option(help="multiround: local tokenizer folder (default: word proxy).")] = None,
-    ratio: Annotated[int, typer.Option(min=1, help="unnatural-blend: instruction samples per text sample.")] = 20,
-) -> None:
-    """Convert a raw dataset (or combine built ones) into a dataset of shards; every record is written or rejected."""
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+#: checkpoint folder -> (image bytes, instruction -> answer; an identity to record, content hash included)
+LabelerFactory = Callable[[Path], tuple[Callable[[bytes, str], str], str]]
 
-    from datasets_builders.build import build_dataset
-    from datasets_builders.sources.contract import InputFormatError, Options
 
-    builders = {**SOURCES, **DERIVED}
-    if source not in builders:
-        console.print(f"[red]unknown builder {escape(source)!r}; choose one of: {', '.join(builders)}[/red]")
-        raise typer.Exit(2)
-    options = Options(trust_pickle=trust_pickle, max_instances=max_instances, min_confidence=min_confidence, seed=seed,
-                      tasks=tuple(t.strip() for t in tasks.split(",") if t.strip()), min_turns=min_turns,
-                      max_turns=max_turns, token_budget=token_budget, tokenizer=tokenizer, ratio=ratio)
-    started = time.perf_counter()
-    with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed} records"), TimeElapsedColumn(),
-                  console=console, transient=True) as bar:
-        task = bar.add_task(f"building {source}")
-        try:
-            result = build_dataset(source, inputs, out, limit=limit, split=split, overwrite=overwrite,
-                                   options=options, progress=lambda: bar.advance(task))
-        except (InputFormatError, DatasetExistsError, ValueError) as e:
-            console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
-            raise typer.Exit(2 if isinstance(e, InputFormatError) else 1) from None
-    m, seconds = result.manifest, time.perf_counter() - started
-    if result.reused:
-        console.print(f"{escape(str(out))}: unchanged (same inputs, parameters and code): {m.counts.written} samples")
-        return
-    c = m.counts
-    console.print(f"{escape(str(out))}: {c.read} records -> {c.records_written} written as {c.written} samples, "
-                  f"{c.records_rejected} rejected; {len(m.shards)} shards, {m.total_bytes / 1e6:.1f} MB in {seconds:.1f} s "
-                  f"({c.read / max(seconds, 1e-9):.0f} records/s)")
-    console.print(_table("samples by task", m.by_task))
-    if m.repairs:
-        console.print(_table("repairs (fixes the spec allows)", m.repairs))
-    rejects = _rejects_by_reason(out)
-    if rejects:
-        console.print(_table("rejects by stage: reason", rejects, limit=10))
-    console.print(f"check it: crayonflow shards verify {escape(str(out))}")
+def make_build_command(labeler_factory: LabelerFactory | None = None) -> Callable[..., None]:
+    """The ``build`` command; ``labeler_factory`` (passed in by the layer that owns models) serves
+    multiround's ``--pseudo-label-checkpoint``, which this layer cannot load itself."""
+
+    def build(
+        source: Annotated[str, typer.Argument(help=f"Builder: {', '.join({**SOURCES, **DERIVED})}.")],
+        inputs: Annotated[list[Path], typer.Option("--input", help="The raw dataset folder, laid out as its publisher ships "
+                                                   "it; derived builders take committed datasets, --input once per dataset.")],
+        out: Annotated[Path, typer.Option(help="Dataset folder to write; its name is the dataset name.")],
+        limit: Annotated[int | None, typer.Option(min=1, help="Read at most this many records.")] = None,
+        split: Annotated[str | None, typer.Option(help="Build only this split (train, val, test, ...).")] = None,
+        overwrite: Annotated[bool, typer.Option(help="Replace a committed dataset built differently.")] = False,
+        trust_pickle: Annotated[bool, typer.Option(help="refcoco: allow reading refs(*).p pickles (no classes).")] = False,
+        max_instances: Annotated[int, typer.Option(min=1, max=255, help="coco-panoptic: clamp of the numbering index.")] = 20,
+        min_confidence: Annotated[float, typer.Option(min=0, max=1, help="grit: drop spans below this confidence.")] = 0.0,
+        seed: Annotated[int, typer.Option(help="multiround: seed of the task draws.")] = 0,
+        tasks: Annotated[str, typer.Option(help="multiround: comma-separated tasks to mix (default: all).")] = "",
+        min_turns: Annotated[int, typer.Option(min=2, help="multiround: fewest rounds per conversation.")] = 2,
+        max_turns: Annotated[int, typer.Option(min=2, help="multiround: most rounds per conversation.")] = 4,
+        token_budget: Annotated[int, typer.Option(min=1, help="multiround: answer tokens per conversation.")] = 1024,
+        tokenizer: Annotated[str | None, typer.Option(help="multiround: local tokenizer folder (default: word proxy).")] = None,
+        ratio: Annotated[int, typer.Option(min=1, help="unnatural-blend: instruction samples per text sample.")] = 20,
+        pseudo_label_checkpoint: Annotated[Path | None, typer.Option(
+            help="multiround: a trained model checkpoint that answers tasks an image has no truth for.")] = None,
+        pseudo_label_tasks: Annotated[str, typer.Option(
+            help="multiround: comma-separated tasks it may fill (caption, grounding).")] = "",
+    ) -> None:
+        """Convert a raw dataset (or combine built ones) into a dataset of shards; every record is written or rejected."""
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        from datasets_builders.build import build_dataset
+        from datasets_builders.sources.contract import InputFormatError, Options
+
+        builders = {**SOURCES, **DERIVED}
+        if source not in builders:
+            console.print(f"[red]unknown builder {escape(source)!r}; choose one of: {', '.join(builders)}[/red]")
+            raise typer.Exit(2)
+        labeler, labeler_id = None, None
+        if pseudo_label_checkpoint is not None:
+            if labeler_factory is None:
+                console.print("[red]--pseudo-label-checkpoint needs a model: run it through the crayonflow command, "
+                              "which passes one in[/red]")
+                raise typer.Exit(2)
+            try:
+                labeler, labeler_id = labeler_factory(pseudo_label_checkpoint)
+            except ValueError as e:
+                console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+                raise typer.Exit(2) from None
+        options = Options(trust_pickle=trust_pickle, max_instances=max_instances, min_confidence=min_confidence, seed=seed,
+                          tasks=_list(tasks), min_turns=min_turns, max_turns=max_turns, token_budget=token_budget,
+                          tokenizer=tokenizer, ratio=ratio, pseudo_label_tasks=_list(pseudo_label_tasks),
+                          pseudo_label_checkpoint=labeler_id, pseudo_labeler=labeler)
+        started = time.perf_counter()
+        with Progress(SpinnerColumn(), TextColumn("{task.description} {task.completed} records"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            task = bar.add_task(f"building {source}")
+            try:
+                result = build_dataset(source, inputs, out, limit=limit, split=split, overwrite=overwrite,
+                                       options=options, progress=lambda: bar.advance(task))
+            except (InputFormatError, DatasetExistsError, ValueError) as e:
+                console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+                raise typer.Exit(2 if isinstance(e, InputFormatError) else 1) from None
+        m, seconds = result.manifest, time.perf_counter() - started
+        if result.reused:
+            console.print(f"{escape(str(out))}: unchanged (same inputs, parameters and code): {m.counts.written} samples")
+            return
+        c = m.counts
+        console.print(f"{escape(str(out))}: {c.read} records -> {c.records_written} written as {c.written} samples, "
+                      f"{c.records_rejected} rejected; {len(m.shards)} shards, {m.total_bytes / 1e6:.1f} MB in {seconds:.1f} s "
+                      f"({c.read / max(seconds, 1e-9):.0f} records/s)")
+        console.print(_table("samples by task", m.by_task))
+        if m.repairs:
+            console.print(_table("repairs (fixes the spec allows)", m.repairs))
+        rejects = _rejects_by_reason(out)
+        if rejects:
+            console.print(_table("rejects by stage: reason", rejects, limit=10))
+        console.print(f"check it: crayonflow shards verify {escape(str(out))}")
+
+    return build
+
+
+build = make_build_command()  #: without a model: --pseudo-label-checkpoint is refused in one line
+
+
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())

@@ -10,6 +10,14 @@ a token budget (MiniGPT-v2's ``max_txt_len``, 1024). Draws come from a generator
 (seed, image hash), so the output does not depend on input order. Every round records the
 dataset, key and source record it came from.
 
+Pseudo-labels (``pseudo_label_tasks`` with ``pseudo_label_checkpoint``): tasks an image has no
+ground truth for join its draw, their instruction taken from the task's template pool and their
+answer from a trained model (``pseudo_labeler``: image bytes, instruction -> answer; the
+pipelines layer makes it from the checkpoint, as this layer does not import models). Only
+``caption`` and ``grounding`` qualify: every other task's instruction needs a truth (a question,
+an expression, a box). Such rounds record ``pseudo_label: true`` and the checkpoint instead of a
+source sample; a failing or empty model answer rejects the image with that reason.
+
 Record = one image group (Source id = the image's xxh3); an image with fewer tasks than
 ``min_turns``, or whose rounds do not fit the budget, is rejected with that reason.
 
@@ -33,11 +41,14 @@ from datasets_builders.sources.contract import InputFormatError, Options, Record
 from datasets_builders.store import ShardDataset, load_manifest
 from datasets_builders.store.index import SAMPLES_SCHEMA, read_table
 from datasets_builders.store.layout import SAMPLES_INDEX
+from datasets_builders.templates.render import choose, pools
 
 NAME = "multiround"
 VERSION = "1"
 DERIVED = True  #: reads committed datasets, not a raw folder
-OPTIONS = ("seed", "tasks", "min_turns", "max_turns", "token_budget", "tokenizer")
+OPTIONS = ("seed", "tasks", "min_turns", "max_turns", "token_budget", "tokenizer", "pseudo_label_tasks",
+           "pseudo_label_checkpoint")
+PSEUDO_TASKS = ("caption", "grounding")  #: tasks whose instruction needs no ground truth (their pools have no slot)
 TASKS = ("refer", "identify", "grounding", "detection-caption", "detection-phrase", "vqa", "caption", "crayon")
 IMAGE_EXTS = ("jpg", "png")
 _PROXY = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
@@ -70,6 +81,9 @@ class Layout:
     max_turns: int
     token_budget: int
     count_tokens: Callable[[str], int]
+    pseudo_tasks: tuple[str, ...] = ()
+    labeler: Callable[[bytes, str], str] | None = None
+    labeler_checkpoint: str | None = None
 
 
 def locate(paths: tuple[Path, ...], options: Options) -> Layout:
@@ -81,6 +95,12 @@ def locate(paths: tuple[Path, ...], options: Options) -> Layout:
         raise InputFormatError(f"multiround: need 2 <= min_turns <= max_turns, got {options.min_turns}, {options.max_turns}")
     if options.token_budget < 1:
         raise InputFormatError(f"multiround: token budget {options.token_budget} must be positive")
+    pseudo = tuple(options.pseudo_label_tasks)
+    if sorted(set(pseudo) - set(PSEUDO_TASKS)):
+        raise InputFormatError(f"multiround: pseudo-labels exist only for {', '.join(PSEUDO_TASKS)} (their "
+                               f"instructions need no ground truth), not {sorted(set(pseudo) - set(PSEUDO_TASKS))}")
+    if pseudo and (options.pseudo_label_checkpoint is None or options.pseudo_labeler is None):
+        raise InputFormatError("multiround: --pseudo-label-tasks needs --pseudo-label-checkpoint (a trained model)")
     names = []
     for path in paths:
         manifest = load_manifest(path)
@@ -90,7 +110,8 @@ def locate(paths: tuple[Path, ...], options: Options) -> Layout:
     if len(set(names)) != len(names):
         raise InputFormatError(f"multiround: two inputs have the same dataset name ({', '.join(names)})")
     return Layout(tuple(names), tuple(ShardDataset(p) for p in paths), tasks, options.seed, options.min_turns,
-                  options.max_turns, options.token_budget, token_counter(options.tokenizer))
+                  options.max_turns, options.token_budget, token_counter(options.tokenizer), pseudo,
+                  options.pseudo_labeler if pseudo else None, options.pseudo_label_checkpoint if pseudo else None)
 
 
 def read_records(layout: Layout, split: str | None) -> Iterator[ImageGroup]:
@@ -110,38 +131,42 @@ def to_samples(group: ImageGroup) -> Iterator[Sample]:
     by_task: dict[str, list[Candidate]] = {}
     for c in group.candidates:
         by_task.setdefault(c.task, []).append(c)
-    if len(by_task) < layout.min_turns:
+    missing = [t for t in layout.pseudo_tasks if t not in by_task]  # the model answers these
+    if len(by_task) + len(missing) < layout.min_turns:
         raise RecordError(f"image {group.source.id} has {len(by_task)} task(s) ({', '.join(sorted(by_task))}); "
                           f"a conversation needs at least {layout.min_turns} different tasks")
     rng = np.random.default_rng([layout.seed, group.image_xxh3])
-    order = [str(t) for t in rng.permutation(sorted(by_task))]
+    order = [str(t) for t in rng.permutation(sorted([*by_task, *missing]))]
     wanted = int(rng.integers(layout.min_turns, layout.max_turns + 1))
-    rounds, provenance, spent, first = [], [], 0, None
+    rounds, provenance, spent = [], [], 0
+    first = _read(layout, group.candidates[0])  # the image every round is about
     used: set[tuple[str, str]] = set()
     for task in order:
         if len(provenance) == wanted:
             break
-        pick = by_task[task][int(rng.integers(len(by_task[task])))]
-        sample = _read(layout, pick)
-        if (sample.source.dataset, sample.source.id) in used:
-            continue  # e.g. [identify] after [refer] of the same object would give its answer away
-        used.add((sample.source.dataset, sample.source.id))
-        pairs = [sample.turns[i:i + 2] for i in range(0, len(sample.turns), 2)]
-        r = int(rng.integers(len(pairs)))
-        question, answer = pairs[r]
+        if task in missing:
+            question, answer, origin = _pseudo_round(layout, task, group, first)
+        else:
+            pick = by_task[task][int(rng.integers(len(by_task[task])))]
+            sample = _read(layout, pick)
+            if (sample.source.dataset, sample.source.id) in used:
+                continue  # e.g. [identify] after [refer] of the same object would give its answer away
+            used.add((sample.source.dataset, sample.source.id))
+            pairs = [sample.turns[i:i + 2] for i in range(0, len(sample.turns), 2)]
+            r = int(rng.integers(len(pairs)))
+            question, answer = pairs[r]
+            origin = {"dataset": layout.names[pick.dataset], "key": pick.key, "round": r,
+                      "source": {"dataset": sample.source.dataset, "id": sample.source.id}, "pseudo_label": False}
         cost = layout.count_tokens(answer.content)
         if spent + cost > layout.token_budget:
             continue  # this task's answer does not fit; a later, shorter one may
         spent += cost
-        first = first or sample
         rounds += [question, answer]
-        provenance.append({"task": task, "dataset": layout.names[pick.dataset], "key": pick.key, "round": r,
-                           "source": {"dataset": sample.source.dataset, "id": sample.source.id},
-                           "answer_tokens": cost, "pseudo_label": False})
+        provenance.append({"task": task, **origin, "answer_tokens": cost})
     if len(provenance) < layout.min_turns:
         raise RecordError(f"image {group.source.id}: only {len(provenance)} round(s) fit the budget of "
                           f"{layout.token_budget} answer tokens (need {layout.min_turns})")
-    assert first is not None and first.image is not None
+    assert first.image is not None
     yield Sample(
         key=make_key("mr", group.source.id),
         task="multiround",
@@ -151,8 +176,26 @@ def to_samples(group: ImageGroup) -> Iterator[Sample]:
         image=first.image,
         extras=_crayon(layout, by_task),
         meta={"rounds": provenance, "answer_tokens": spent, "token_budget": layout.token_budget,
+              "pseudo_labelled": sum(r["pseudo_label"] for r in provenance),
               "image_xxh3": f"{group.image_xxh3:016x}"},
     )
+
+
+def _pseudo_round(layout: Layout, task: str, group: ImageGroup, sample: Sample) -> tuple[Turn, Turn, dict]:
+    """A round the image has no truth for: an instruction of the task's pool, answered by the model."""
+    pool = pools()[task]
+    instruction = pool[choose(task, group.source.id)]
+    assert layout.labeler is not None and sample.image is not None
+    try:
+        answer = layout.labeler(sample.image.data, instruction).strip()
+    except Exception as e:  # noqa: BLE001 - a model failure rejects this image, never the build
+        raise RecordError(f"image {group.source.id}: the pseudo-label model failed on [{task}] "
+                          f"({type(e).__name__}: {e})") from None
+    if not answer:
+        raise RecordError(f"image {group.source.id}: the pseudo-label model gave an empty [{task}] answer")
+    origin = {"dataset": None, "key": None, "round": 0, "source": None, "pseudo_label": True,
+              "labeler": layout.labeler_checkpoint}
+    return Turn("user", instruction), Turn("assistant", answer), origin
 
 
 def token_counter(tokenizer: str | None) -> Callable[[str], int]:

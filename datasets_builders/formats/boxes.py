@@ -106,6 +106,23 @@ def strip_grounding(text: str) -> str:
     return SPAN.sub(lambda m: m.group(1), text)
 
 
+def find_boxes(text: str) -> list[tuple[int, int, int, int]]:
+    """Every well-formed box anywhere in free text (a model's answer), in order; malformed ones skipped."""
+    found = []
+    for m in BOX.finditer(text):
+        try:
+            found.append(parse_box(m.group(0)))
+        except BoxError:
+            continue
+    return found
+
+
+def to_pixels(corners: Sequence[int], width: int, height: int) -> PixelBox:
+    """Percent corners back to pixels of a ``width`` x ``height`` image (the truncation is not undone)."""
+    x0, y0, x1, y1 = corners
+    return PixelBox(x0 / 100 * width, y0 / 100 * height, x1 / 100 * width, y1 / 100 * height)
+
+
 def _percent(value: float, size: int) -> int:
     return min(100, max(0, int(value / size * 100)))
 

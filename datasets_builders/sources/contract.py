@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -48,6 +48,11 @@ class Options:
     token_budget: int = 1024  #: multiround: answer tokens per conversation (MiniGPT-v2's max_txt_len)
     tokenizer: str | None = None  #: multiround: local tokenizer folder; None: the documented word proxy
     ratio: int = 20  #: unnatural-blend: instruction samples per text-only sample
+    pseudo_label_tasks: tuple[str, ...] = ()  #: multiround: tasks a model may answer where an image has no truth
+    pseudo_label_checkpoint: str | None = None  #: multiround: that model's checkpoint (recorded in parameters)
+    #: multiround: (image bytes, instruction) -> answer, made from the checkpoint by the layer that owns
+    #: models (pipelines); never recorded, the checkpoint path stands for it
+    pseudo_labeler: Callable[[bytes, str], str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

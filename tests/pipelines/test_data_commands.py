@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from datasets_builders.registry import SOURCES
@@ -47,3 +48,32 @@ def test_a_wrong_input_fails_in_one_line_with_exit_code_2(tmp_path):
     assert missing.exit_code == 2 and "no such folder" in missing.output
     unknown = invoke("build", "laion", "--input", str(tmp_path), "--out", str(tmp_path / "out"))
     assert unknown.exit_code == 2 and "coco-panoptic" in unknown.output
+
+
+@pytest.mark.slow
+def test_multiround_pseudo_labels_come_from_a_real_checkpoint_and_record_its_digest(tmp_path):
+    import typer
+
+    from datasets_builders.cli import build as data_layer_build
+    from datasets_builders.store import ShardDataset, load_manifest
+
+    world, out = tmp_path / "raw", tmp_path / "datasets"
+    assert invoke("sample-world", "--out", str(world), "--images", "4").exit_code == 0
+    for name in ("refcoco", "vqa"):
+        assert invoke("build", name, "--input", str(world / name), "--out", str(out / name)).exit_code == 0
+    assert invoke("model", "init", "--out", str(tmp_path / "ckpt")).exit_code == 0
+    args = ["build", "multiround", "--input", str(out / "refcoco"), "--input", str(out / "vqa"), "--out",
+            str(out / "mr"), "--pseudo-label-checkpoint", str(tmp_path / "ckpt"), "--pseudo-label-tasks", "caption",
+            "--min-turns", "3", "--max-turns", "3"]
+    built = invoke(*args)
+    assert built.exit_code == 0, built.output
+    recorded = load_manifest(out / "mr").spec.parameters["pseudo_label_checkpoint"]
+    assert recorded.startswith(f"{tmp_path / 'ckpt'} xxh3:") and len(recorded.rsplit(":", 1)[1]) == 16
+    rounds = [r for s in ShardDataset(out / "mr").samples() for r in s.meta["rounds"]]
+    assert any(r["pseudo_label"] and r["task"] == "caption" for r in rounds)
+    # the data layer alone has no model to load, and says so
+    alone = typer.Typer()
+    alone.command()(data_layer_build)
+    refused = CliRunner().invoke(alone, ["multiround", "--input", str(out / "vqa"), "--out", str(out / "x"),
+                                         "--pseudo-label-checkpoint", str(tmp_path / "ckpt")], terminal_width=200)
+    assert refused.exit_code == 2 and "needs a model" in refused.output

@@ -101,3 +101,61 @@ def test_an_uncommitted_input_is_refused_in_one_line(task_datasets, tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(InputFormatError, match="not a committed dataset"):
         build_dataset("multiround", [task_datasets["vqa"], tmp_path / "half"], tmp_path / "out")
+
+
+def describe(image: bytes, instruction: str) -> str:
+    """A stand-in for a trained model: a deterministic answer that shows what it was given."""
+    return f"{instruction.split(']')[0][1:]} of an image of {len(image)} bytes"
+
+
+def pseudo(task_datasets, out, labeler=describe, **options):
+    return build_dataset("multiround", [task_datasets["refcoco"], task_datasets["vqa"]], out,
+                         options=Options(pseudo_label_tasks=("caption", "grounding"), pseudo_label_checkpoint="ckpt@1",
+                                         pseudo_labeler=labeler, min_turns=3, max_turns=4, **options))
+
+
+def test_tasks_an_image_has_no_truth_for_are_answered_by_the_model_and_marked(task_datasets, tmp_path):
+    from datasets_builders.templates.render import pools
+
+    result = pseudo(task_datasets, tmp_path / "mr")
+    assert result.manifest.counts.written > 0 and verify_dataset(result.root).ok
+    assert result.manifest.spec.parameters["pseudo_label_checkpoint"] == "ckpt@1"
+    seen = set()
+    for sample in samples(result):
+        rounds = sample.meta["rounds"]
+        assert sample.meta["pseudo_labelled"] == sum(r["pseudo_label"] for r in rounds)
+        for i, r in enumerate(rounds):
+            question, answer = sample.turns[2 * i : 2 * i + 2]
+            if r["pseudo_label"]:
+                seen.add(r["task"])
+                assert r["task"] in ("caption", "grounding") and r["labeler"] == "ckpt@1" and r["source"] is None
+                assert question.content in pools()[r["task"]]  # an instruction of the task's own pool
+                assert answer.content == describe(sample.image.data, question.content)  # the image it is about
+            else:
+                assert r["task"] in ("refer", "identify", "vqa") and r["source"]["dataset"] in ("refcoco", "vqa")
+    assert seen == {"caption", "grounding"}
+
+
+def test_pseudo_labels_need_a_model_and_a_task_whose_instruction_needs_no_truth(task_datasets, tmp_path):
+    with pytest.raises(InputFormatError, match="exist only for caption, grounding"):
+        build_dataset("multiround", [task_datasets["vqa"]], tmp_path / "a",
+                      options=Options(pseudo_label_tasks=("vqa",), pseudo_label_checkpoint="c", pseudo_labeler=describe))
+    with pytest.raises(InputFormatError, match="needs --pseudo-label-checkpoint"):
+        build_dataset("multiround", [task_datasets["vqa"]], tmp_path / "b", options=Options(pseudo_label_tasks=("caption",)))
+
+
+def test_a_failing_or_silent_model_rejects_the_image_with_the_reason(task_datasets, tmp_path):
+    def broken(image: bytes, instruction: str) -> str:
+        raise RuntimeError("CUDA out of memory")
+
+    result = pseudo(task_datasets, tmp_path / "broken", labeler=broken)
+    counts = result.manifest.counts
+    assert counts.written == 0 and counts.records_rejected == counts.read > 0
+    from datasets_builders.store.index import REJECTS_SCHEMA, read_table
+
+    reasons = read_table(result.root / "rejects.parquet", REJECTS_SCHEMA).column("reason").to_pylist()
+    assert all("the pseudo-label model failed on [" in r and "CUDA out of memory" in r for r in reasons)
+    silent = pseudo(task_datasets, tmp_path / "silent", labeler=lambda image, instruction: " ")
+    reasons = read_table(silent.root / "rejects.parquet", REJECTS_SCHEMA).column("reason").to_pylist()
+    assert reasons and all("the pseudo-label model gave an empty [" in r for r in reasons)
+    assert all(s.meta["pseudo_labelled"] == 0 for s in samples(silent))
