@@ -25,6 +25,7 @@ bench: $(STAMP)  ## speed targets, as ratios against baselines measured in the s
 	$(PY) tests/benchmarks/bench_store.py
 	$(PY) tests/benchmarks/bench_builders.py
 	$(PY) tests/benchmarks/bench_segment.py
+	$(PY) tests/benchmarks/bench_model.py
 
 clean:
 	rm -rf $(VENV) $(DATA) build *.egg-info .pytest_cache .import_linter_cache

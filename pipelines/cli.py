@@ -10,8 +10,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from datasets_builders.cli import build, sample_world, shards_app
+from datasets_builders.cli import make_build_command, sample_world, shards_app
 from datasets_builders.segment.cli import segment
+from models.cli import chat, model_app
+
+def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
+    """Multiround's pseudo-labels come from a trained model: the layer that owns models makes the labeler."""
+    from models.chat import pseudo_labeler
+
+    return pseudo_labeler(checkpoint)
+
 
 app = typer.Typer(
     help="Crayonflow: build grounded vision-language datasets and train on them.",
@@ -19,9 +27,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("sample-world")(sample_world)
-app.command("build")(build)
+app.command("build")(make_build_command(labeler_factory=_pseudo_labeler))
 app.command("segment")(segment)
 app.add_typer(shards_app, name="shards")
+app.command("chat")(chat)
+app.add_typer(model_app, name="model")
 console = Console(soft_wrap=True)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "data"))

@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray cluster per test session, started only if a test asks for it."""
+"""Shared fixtures: one torch thread, one Ray cluster per test session (started only if a test asks)."""
 
 from __future__ import annotations
 
@@ -20,3 +20,11 @@ def ray_cluster() -> Iterator[None]:
     ray.data.DataContext.get_current().enable_tensor_extension_casting = False
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> None:
+    """Tiny models run fastest on one intra-op thread, and two threads fight Ray workers for 2 cores."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,1 @@
+"""Parameter-efficient adapters for the LLM (Dual-LoRA)."""

@@ -1,0 +1,1 @@
+"""Vision-to-language connectors (projector-side modules)."""
