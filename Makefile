@@ -26,6 +26,7 @@ bench: $(STAMP)  ## speed targets, as ratios against baselines measured in the s
 	$(PY) tests/benchmarks/bench_builders.py
 	$(PY) tests/benchmarks/bench_segment.py
 	$(PY) tests/benchmarks/bench_model.py
+	$(PY) tests/benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) $(DATA) build *.egg-info .pytest_cache .import_linter_cache

@@ -20,8 +20,8 @@ from PIL import Image as PILImage
 from PIL import ImageDraw
 
 from datasets_builders.formats.boxes import PixelBox, find_boxes, to_pixels
-from models.crayon_prompt import pool_crayon
 from models.grounded_vlm import GroundedVLM, inference
+from models.inputs import InputSpec
 from models.prompt import collate, encode_prompt
 
 
@@ -34,13 +34,8 @@ class Answer:
 def image_inputs(model: GroundedVLM, images: Sequence[PILImage.Image],
                  crayons: Sequence[np.ndarray | None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Pixel values (N, 3, S, S) and, for a crayon model, pooled crayon maps (N, P, P, 2)."""
-    pixels = model.vision.preprocess(images)
-    if model.crayon is None:
-        return pixels, None
-    tower, crayons = model.vision, crayons or [None] * len(images)
-    pooled = [np.zeros((tower.grid, tower.grid, 2), dtype=np.int64) if c is None else
-              pool_crayon(c, tower.image_size, tower.patch_size, model.config.crayon.max_instances) for c in crayons]
-    return pixels, torch.from_numpy(np.stack(pooled))
+    spec = InputSpec.of(model)
+    return spec.pixels(images), spec.crayons(crayons or [None] * len(images))
 
 
 def ask(model: GroundedVLM, image: PILImage.Image, instruction: str, *, crayon: np.ndarray | None = None,

@@ -5,8 +5,8 @@ A checkpoint folder::
     model.json              the ModelConfig (checkpoint paths inside it are absolute or relative to this folder)
     tokenizer/              the tokenizer, save_pretrained
     trainable.safetensors   connector, crayon prompt and branch, every adapter's weights
-    base.safetensors        only where a tower or the LLM was randomly initialised: their weights,
-                            so a random base is restored exactly instead of re-drawn
+    base.safetensors        only where a tower or the LLM was randomly initialised or has been trained
+                            itself (``base_trained``): its weights, so it is restored exactly
 
 ``load_model`` builds a fresh base from model.json (local checkpoints, or the random init) and
 loads the files over it with strict key checks, so the loaded model computes what the saved one
@@ -46,15 +46,16 @@ def save_model(model: GroundedVLM, out: Path, *, extra: dict | None = None) -> P
     trainable = {name: p for part in TRAINABLE_PARTS for name, p in model.part_parameters(part)}
     _save(trainable, out / TRAINABLE)
     base = {}
-    if model.config.vision.checkpoint is None:
+    if model.config.vision.checkpoint is None or "vision" in model.base_trained:
         base.update(model.vision.state_dict(prefix="vision."))
-    if model.config.llm.checkpoint is None:
+    if model.config.llm.checkpoint is None or "llm" in model.base_trained:
         base.update({k: v for k, v in model.llm.state_dict(prefix="llm.").items() if k not in trainable})
     if base:
         _save(base, out / BASE)
     else:
         (out / BASE).unlink(missing_ok=True)
-    document = {"format": 1, "config": model.config.to_dict(), **(extra or {})}
+    document = {"format": 1, "config": model.config.to_dict(), "base_trained": sorted(model.base_trained),
+                **(extra or {})}
     (out / CONFIG).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     return out
 
@@ -73,8 +74,9 @@ def read_config(folder: Path) -> tuple[ModelConfig, dict]:
 
 def load_model(folder: Path) -> GroundedVLM:
     folder = Path(folder)
-    config, _ = read_config(folder)
+    config, document = read_config(folder)
     model = build_model(config, base_dir=folder, tokenizer=load_tokenizer(folder / TOKENIZER))
+    model.base_trained = set(document.get("base_trained", ()))
     state = {}
     for name in (BASE, TRAINABLE):
         if (folder / name).is_file():

@@ -90,7 +90,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:
-        config = _parse(cls, data, "model")
+        config = parse_strict(cls, data, "model")
         _check(config)
         return config
 
@@ -103,7 +103,9 @@ class ModelConfig:
         return ModelConfig.from_dict(merged)
 
 
-def _parse(kind: Any, value: Any, path: str) -> Any:
+def parse_strict(kind: Any, value: Any, path: str) -> Any:
+    """``value`` (JSON/YAML data) as type ``kind``: dataclasses, Literal, Optional, tuple, dict, scalars.
+    Unknown keys, wrong types and values outside a Literal raise ConfigError starting with ``path``."""
     if dataclasses.is_dataclass(kind):
         if isinstance(value, kind):
             return value
@@ -114,7 +116,7 @@ def _parse(kind: Any, value: Any, path: str) -> Any:
         for key in value:
             if key not in known:
                 raise ConfigError(f"{path}.{key}: unknown key; known: {', '.join(sorted(known))}")
-        return kind(**{k: _parse(hints[k], v, f"{path}.{k}") for k, v in value.items()})
+        return kind(**{k: parse_strict(hints[k], v, f"{path}.{k}") for k, v in value.items()})
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin is Literal:
         if value not in args:
@@ -123,14 +125,23 @@ def _parse(kind: Any, value: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        return _parse(next(a for a in args if a is not type(None)), value, path)
+        errors = []
+        for option in (a for a in args if a is not type(None)):  # the first type that takes the value
+            try:
+                return parse_strict(option, value, path)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[-1] if len(errors) == 1 else ConfigError(
+            f"{path}: {value!r} fits none of {' | '.join(getattr(a, '__name__', str(a)) for a in args)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list, got {type(value).__name__}")
-        return tuple(_parse(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+        return tuple(parse_strict(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__}")
+        if args and args[1] is not Any:
+            return {parse_strict(args[0], k, path): parse_strict(args[1], v, f"{path}.{k}") for k, v in value.items()}
         return dict(value)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

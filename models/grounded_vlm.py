@@ -30,7 +30,10 @@ from models.crayon_prompt import CrayonLayers, CrayonPrompt, zeros_with
 from models.prompt import IGNORE
 from models.vision_tower import VisionTower
 
-PARTS = ("vision", "connector", "crayon", "adapter")  #: what a training stage can make trainable
+#: what a training stage can make trainable; "llm" is the LLM's own weights (a from-scratch tiny LLM
+#: needs them; a pretrained one trains through its adapters)
+PARTS = ("vision", "connector", "crayon", "adapter", "llm")
+BASE_PARTS = ("vision", "llm")  #: parts whose weights come from a base, not from the trainable file
 
 
 @dataclass
@@ -49,6 +52,7 @@ class GroundedVLM(nn.Module):
         self.vision, self.connector, self.llm = vision, connector, llm
         self.crayon, self.crayon_layers = crayon, crayon_layers
         self.visual_tokens = vision.grid * vision.grid // config.connector.merge
+        self.base_trained: set[str] = set()  #: base parts a stage has trained (their weights left the base)
         self.set_trainable(("connector", "crayon", "adapter") + (() if config.vision.frozen else ("vision",)))
 
     # ---- what trains -------------------------------------------------------------------------
@@ -65,12 +69,18 @@ class GroundedVLM(nn.Module):
         elif part == "adapter":
             for name, param in adapter_parameters(self.llm, self.config.adapter):
                 yield f"llm.{name}", param
+        elif part == "llm":
+            adapters = {id(p) for _, p in adapter_parameters(self.llm, self.config.adapter)}
+            for name, param in self.llm.named_parameters(prefix="llm"):
+                if id(param) not in adapters:
+                    yield name, param
         else:
             raise ValueError(f"unknown part {part!r}; parts are {', '.join(PARTS)}")
 
     def set_trainable(self, parts: tuple[str, ...], adapter: str | None = None) -> None:
         """Train exactly ``parts``; ``adapter`` names the one adapter that trains (Dual LoRA: the one for
         this batch's data type); None trains every adapter."""
+        self.base_trained |= set(parts) & set(BASE_PARTS)  # from now on their weights must be saved too
         self.requires_grad_(False)
         for part in parts:
             if part != "adapter":

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image as PILImage
 from torch import Tensor, nn
@@ -53,7 +52,12 @@ class VisionTower(nn.Module):
 
     def train(self, mode: bool = True) -> VisionTower:
         """A frozen tower stays in eval mode (no dropout, fixed norms) whatever the caller trains."""
-        return super().train(mode and not self.config.frozen)
+        return super().train(mode and self.trainable)
+
+    @property
+    def trainable(self) -> bool:
+        """Frozen unless a training stage made its weights trainable (``GroundedVLM.set_trainable``)."""
+        return any(p.requires_grad for p in self.model.parameters())
 
     def features(self, pixel_values: Tensor, layers: Sequence[int]) -> list[Tensor]:
         """(B, 3, S, S) -> one (B, N, D) patch-token map per index into hidden_states."""
@@ -61,7 +65,7 @@ class VisionTower(nn.Module):
             if not -(self.layers + 1) <= index <= self.layers:
                 raise ConfigError(f"vision layer {index} does not exist: the tower has {self.layers} layers "
                                   f"({self.layers + 1} hidden states)")
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.frozen):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trainable):
             out = self.model(pixel_values=pixel_values.to(self.dtype), output_hidden_states=True,
                              interpolate_pos_encoding=self.interpolate)
         maps = []
@@ -78,12 +82,11 @@ class VisionTower(nn.Module):
 
     def preprocess(self, images: Sequence[PILImage.Image]) -> Tensor:
         """PIL images -> (B, 3, S, S) float tensor: bicubic resize without crop, then normalise."""
-        side = self.image_size
-        mean = np.asarray(self.config.mean, dtype=np.float32)
-        std = np.asarray(self.config.std, dtype=np.float32)
-        arrays = [(np.asarray(im.convert("RGB").resize((side, side), PILImage.Resampling.BICUBIC),
-                              dtype=np.float32) / 255.0 - mean) / std for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        from models.inputs import InputSpec
+
+        spec = InputSpec(None, 0, 0, self.image_size, self.patch_size, tuple(self.config.mean),
+                         tuple(self.config.std), False)
+        return spec.pixels(images)
 
 
 def build_vision_tower(config: VisionConfig, base_dir: Path | None = None) -> VisionTower:

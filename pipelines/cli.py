@@ -13,6 +13,8 @@ from rich.markup import escape
 from datasets_builders.cli import make_build_command, sample_world, shards_app
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
+from training.cli import train_command
+from training.cli import evaluate_command
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
     """Multiround's pseudo-labels come from a trained model: the layer that owns models makes the labeler."""
@@ -32,6 +34,8 @@ app.command("segment")(segment)
 app.add_typer(shards_app, name="shards")
 app.command("chat")(chat)
 app.add_typer(model_app, name="model")
+app.command("train")(train_command)
+app.command("eval")(evaluate_command)
 console = Console(soft_wrap=True)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "data"))
@@ -42,6 +46,9 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Where raw data and datasets land (env CRAYONFLOW_DATA).")] = DEFAULT_DATA_DIR,
     images: Annotated[int, typer.Option(min=1, help="Generated scenes to build from.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the generated world.")] = 0,
+    train: Annotated[bool, typer.Option(help="Also train the tiny model through the plan and evaluate it.")] = True,
+    plan: Annotated[Path | None, typer.Option(help="Stage plan (default: training/recipes/tiny-demo.yaml).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
 ) -> None:
     """Run the whole pipeline on embedded defaults (a generated sample world) and check what it wrote."""
     from rich import box
@@ -71,6 +78,41 @@ def demo(
     if not result.ok:
         raise typer.Exit(1)
     console.print(f"inspect one with: crayonflow shards info {escape(str(data_dir / 'datasets' / result.datasets[0].name))}")
+    if train:
+        _demo_training(data_dir, plan, workers)
+
+
+def _demo_training(data_dir: Path, plan: Path | None, workers: int) -> None:
+    from rich import box
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from pipelines.demo import DEMO_PLAN, run_demo_training
+    from training.plan import load_plan
+
+    plan = plan or DEMO_PLAN
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("training", total=load_plan(plan).total_steps)
+
+        def show(metrics: dict) -> None:
+            bar.update(task, completed=metrics["global_step"],
+                       description=f"{metrics['stage_name']}: loss {metrics['loss']:.3f}")
+
+        result = run_demo_training(data_dir, plan=plan, workers=workers, progress=show)
+    console.print(f"trained {len(result.stages)} stages on {workers} Ray workers in {result.seconds:.0f} s: "
+                  f"{escape(str(result.run_dir))}")
+    table = Table(title=f"held-out ({result.trained['split']}) scores", title_justify="left", box=box.SIMPLE,
+                  pad_edge=False, collapse_padding=True)
+    for column in ("task", "metric", "n", "untrained", "trained"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
+    before = {(s["task"], s["metric"]): s["value"] for s in result.untrained["scores"]}
+    for s in result.trained["scores"]:
+        table.add_row(s["task"], s["metric"], str(s["n"]), f"{before[(s['task'], s['metric'])]:.3f}",
+                      f"{s['value']:.3f}")
+    console.print(table)
+    console.print(f"ask it: crayonflow chat --checkpoint {escape(str(result.stages[-1]))} --image IMAGE "
+                  '"[refer] where is the red circle"')
 
 
 if __name__ == "__main__":

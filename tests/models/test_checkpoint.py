@@ -89,3 +89,25 @@ def test_broken_checkpoints_name_the_folder_and_the_problem(tmp_path):
     (tmp_path / "ckpt" / "model.json").write_text(json.dumps(document))
     with pytest.raises(CheckpointError, match="lacks .* trainable weights, e.g. crayon."):
         load_model(tmp_path / "ckpt")
+
+
+def test_a_trained_base_llm_is_saved_even_when_it_came_from_a_local_folder(tmp_path):
+    from models.config import ModelConfig
+
+    source = build_model(tiny())
+    source.llm.get_base_model().save_pretrained(tmp_path / "llm")
+    source.tokenizer.save_pretrained(tmp_path / "llm")
+    config = ModelConfig.from_dict({**tiny().to_dict(), "llm": {"checkpoint": str(tmp_path / "llm")}})
+    model = build_model(config)
+    model.set_trainable(("connector", "llm"))  # a from-scratch LLM learns its own weights
+    batch = batch_for(model)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch).loss.backward()
+    optimizer.step()
+    model.set_trainable(("connector", "adapter"))  # a later stage: the LLM's weights stay changed
+    save_model(model.eval(), tmp_path / "ckpt")
+    assert any(k.startswith("llm.") for k in load_file(tmp_path / "ckpt" / BASE))
+    loaded = load_model(tmp_path / "ckpt").eval()
+    assert loaded.base_trained == {"llm"}
+    with torch.no_grad():
+        assert torch.equal(model(**batch).logits, loaded(**batch).logits)

@@ -102,6 +102,12 @@ def test_a_stage_can_train_the_vision_tower_too(model):
     model.set_trainable(("vision", "connector"))
     assert all(p.requires_grad for _, p in model.part_parameters("vision"))
     assert not any(p.requires_grad for _, p in model.part_parameters("adapter"))
+    model.train()
+    assert model.vision.training  # a trained tower leaves eval mode
+    model(**batch_for(model)).loss.backward()
+    reached = {n for n, p in model.part_parameters("vision") if p.grad is not None}  # gradients reach it,
+    assert reached == {n for n, _ in model.part_parameters("vision") if "post_layernorm" not in n}  # all it uses
+    model.zero_grad(set_to_none=True)
     model.set_trainable(("connector", "crayon", "adapter"))
 
 

@@ -3,12 +3,16 @@ verifies them, and reuses them."""
 
 from __future__ import annotations
 
+import json
+
+import pytest
 import webdataset as wds
+import yaml
 from typer.testing import CliRunner
 
 from datasets_builders.registry import DERIVED, SOURCES
 from pipelines.cli import app
-from pipelines.demo import SEGMENTED, run_demo
+from pipelines.demo import DEMO_PLAN, SEGMENTED, run_demo
 
 DATASETS = [*SOURCES, *DERIVED, SEGMENTED]
 
@@ -32,8 +36,28 @@ def test_demo_builds_every_dataset_verified_and_an_identical_rerun_reuses_all(ra
 
 
 def test_demo_command_reports_every_dataset(ray_cluster, tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "6"], terminal_width=300)
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "6", "--no-train"],
+                                terminal_width=300)
     assert result.exit_code == 0, result.output
     assert result.output.count("verified") == len(DATASETS)
     for name in DATASETS:
         assert f" {name} " in result.output
+
+
+@pytest.mark.slow
+def test_the_demo_trains_three_stages_on_two_ray_workers_and_scores_trained_against_untrained(ray_cluster, tmp_path):
+    plan = yaml.safe_load(DEMO_PLAN.read_text())
+    for stage in plan["stages"]:  # the shipped plan, shortened
+        stage.update(steps=6, lr={**stage["lr"], "warmup": 2})
+    plan.update(checkpoint_every=3, log_every=3)
+    short = tmp_path / "short.yaml"
+    short.write_text(yaml.safe_dump(plan))
+    result = CliRunner().invoke(app, ["demo", "--data-dir", str(tmp_path), "--images", "12", "--plan", str(short)],
+                                terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "trained 3 stages on 2 Ray workers" in result.output and "held-out (val) scores" in result.output
+    run = tmp_path / "runs" / "tiny-demo"
+    assert all((run / f"stage-{k}" / "model.json").is_file() for k in (1, 2, 3))
+    for name in ("trained", "untrained"):
+        report = json.loads((run / f"eval-val-{name}.json").read_text())
+        assert {s["task"] for s in report["scores"]} >= {"refer", "vqa", "caption"}

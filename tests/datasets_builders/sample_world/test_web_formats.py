@@ -19,7 +19,7 @@ from datasets_builders.sample_world.common import WorldImage
 from datasets_builders.sample_world.scene import generate_scene
 from datasets_builders.sample_world.world import JPEG_QUALITY, split_of
 from datasets_builders.store import ShardDataset
-from tests.datasets_builders.sample_world.small_world import IMAGES, SEED
+from tests.datasets_builders.sample_world.small_world import IMAGES
 from tests.datasets_builders.sample_world.truth import background_is_true, denotes
 
 STATUS = ["key", "status", "error_message", "width", "height", "original_width", "original_height", "exif", "sha256"]

@@ -1,0 +1,106 @@
+"""The ``train`` and ``eval`` commands.
+
+``train`` runs a stage plan on Ray Train with a progress bar; a wrong plan, a missing dataset or
+a world size that does not divide a global batch exits with status 2 and one line before any
+worker starts. ``eval`` scores a checkpoint on a held-out split as a table and JSON; a folder
+without datasets, a split with no samples of the evaluated tasks, or a folder that is not a
+checkpoint exits with status 2 and one line (the first two checked before the model loads).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(soft_wrap=True)
+
+
+def train_command(
+    plan: Annotated[Path, typer.Option(help="A stage plan, e.g. training/recipes/tiny-demo.yaml.")],
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers (one GPU each where there are GPUs).")] = 2,
+    cpus_per_worker: Annotated[float | None, typer.Option(
+        help="CPUs each worker reserves (default: 0.5 when the cluster has no more CPUs than workers, else 1).")] = None,
+    ray_address: Annotated[str | None, typer.Option(help="Join this Ray cluster (e.g. auto); default: a local one.")]
+    = None,
+    storage: Annotated[Path, typer.Option(help="Where runs live: <storage>/<run>/ (shared storage on a cluster).")]
+    = Path("data/runs"),
+    run: Annotated[str | None, typer.Option(help="Run name (default: the plan's); the same name resumes.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Folder of the plan's datasets (default: the plan's data_root).")]
+    = None,
+    strategy: Annotated[str, typer.Option(help="ddp, or fsdp.")] = "ddp",
+    loader_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank.")] = 0,
+    max_failures: Annotated[int, typer.Option(min=0, help="Worker-group restarts from the last checkpoint.")] = 3,
+) -> None:
+    """Train through a stage plan on Ray Train; re-running the same run name resumes it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from training.launch import train
+    from training.plan import PlanError, load_plan
+
+    try:
+        total = load_plan(plan).total_steps
+    except PlanError as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("training", total=total)
+
+        def show(metrics: dict) -> None:
+            bar.update(task, completed=metrics["global_step"],
+                       description=f"{metrics['stage_name']}: loss {metrics['loss']:.3f}")
+
+        try:
+            result = train(plan, workers=workers, cpus_per_worker=cpus_per_worker, ray_address=ray_address,
+                           storage=storage, run=run, data_root=data, strategy=strategy,
+                           loader_workers=loader_workers, max_failures=max_failures, progress=show)
+        except (PlanError, ValueError) as e:
+            console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+            raise typer.Exit(2) from None
+    m = result.metrics
+    console.print(f"{escape(str(result.run_dir))}: {m.get('global_step', 0)} steps in {result.seconds:.0f} s, "
+                  f"last loss {m.get('loss', float('nan')):.3f}", highlight=False)
+    for stage in result.stages:
+        console.print(f"  {escape(str(stage))}", highlight=False)
+    console.print(f"next: crayonflow eval --checkpoint {escape(str(result.stages[-1]))} --data "
+                  f"{escape(str(data or 'data/datasets'))}", highlight=False)
+
+
+def evaluate_command(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint folder (model.json, tokenizer/, *.safetensors).")],
+    data: Annotated[Path, typer.Option(help="A folder of dataset folders (each with manifest.json).")],
+    split: Annotated[str, typer.Option(help="The held-out split to score.")] = "val",
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many samples per task.")] = None,
+    out: Annotated[Path | None, typer.Option(help="The JSON report (default: <checkpoint>/eval-<split>.json).")]
+    = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per generation batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 48,
+) -> None:
+    """Score refer, identify, vqa, caption and the crayon probes (C2B, B2C) on a held-out split."""
+    from models.checkpoint import load_model
+    from training.evaluate import evaluate, find_datasets, held_out
+
+    try:
+        datasets = find_datasets(data) if data.is_dir() else None
+        if datasets is None:
+            raise ValueError(f"{data}: no such folder (--data: a folder of dataset folders)")
+        counts = held_out(datasets, split)
+        model = load_model(checkpoint)
+        console.print(f"{split}: " + ", ".join(f"{t} {n}" for t, n in sorted(counts.items())) + " samples",
+                      highlight=False)
+        with console.status("answering"):
+            report = evaluate(model, datasets, split=split, limit=limit, batch_size=batch_size,
+                              max_new_tokens=max_new_tokens)
+        target = out or checkpoint / f"eval-{split}.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    except (ValueError, OSError) as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(report.table())
+    console.print(f"wrote {escape(str(target))}", highlight=False)
