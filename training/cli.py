@@ -32,7 +32,7 @@ def train_command(
     run: Annotated[str | None, typer.Option(help="Run name (default: the plan's); the same name resumes.")] = None,
     data: Annotated[Path | None, typer.Option(help="Folder of the plan's datasets (default: the plan's data_root).")]
     = None,
-    strategy: Annotated[str, typer.Option(help="ddp, or fsdp.")] = "ddp",
+    strategy: Annotated[str, typer.Option(help="ddp, or fsdp (GPUs only: Ray Train refuses FSDP on CPU).")] = "ddp",
     loader_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes per rank.")] = 0,
     max_failures: Annotated[int, typer.Option(min=0, help="Worker-group restarts from the last checkpoint.")] = 3,
 ) -> None:

@@ -74,6 +74,9 @@ def _config(plan: Plan, run_dir: Path, data_root: Path | None, strategy: str, lo
 
     gpus = int(cluster.get("GPU", 0))
     cpus = cluster.get("CPU", 1)
+    if strategy == "fsdp" and gpus < workers:
+        raise PlanError(f"FSDP needs one GPU per worker ({workers}; the cluster has {gpus}): Ray Train refuses it "
+                        "on CPU. Use --strategy ddp")
     per_worker = cpus_per_worker if cpus_per_worker is not None else (0.5 if cpus <= workers else 1.0)
     return {"plan": dataclasses.asdict(plan), "run_dir": str(run_dir),
             "data_root": str(Path(data_root).resolve()) if data_root else None, "strategy": strategy,

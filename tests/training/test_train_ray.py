@@ -55,6 +55,10 @@ def expected(plan_path: Path) -> dict[tuple[int, int], list[str]]:
 
 def test_two_workers_train_every_stage_on_exactly_the_planned_batches(ray_cluster, data_root, tmp_path):
     plan_path = write_plan(tmp_path, data_root)
+    doc = yaml.safe_load(plan_path.read_text())  # stage 2 as CoLLaVO's Dual LoRA: one adapter per data type
+    doc["model"]["options"] = {"adapter": "dual"}
+    doc["stages"][1].update(mode="per_batch", adapter={"coco-captions": "crayon", "vqa": "vl"})
+    plan_path.write_text(yaml.safe_dump(doc))
     result = train(plan_path, workers=2, storage=tmp_path / "runs")
     assert [p.name for p in result.stages] == ["stage-1", "stage-2"] and all(p.is_dir() for p in result.stages)
     assert seen(result.run_dir) == expected(plan_path)  # both ranks together saw the global batches, in order
@@ -63,7 +67,12 @@ def test_two_workers_train_every_stage_on_exactly_the_planned_batches(ray_cluste
     lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["global_step"] for m in lines] == [5, 10, 12, 17, 18]
     assert set(lines[0]["loss_per_task"]) <= {"refer", "identify", "vqa", "text"} and lines[0]["loss"] > 0
-    load_model(result.stages[1])  # a plain model checkpoint, ready for eval and chat
+    # per_batch: each step of stage 2 came from one dataset, and only that dataset's adapter moved
+    stage2 = [keys for (stage, _), keys in seen(result.run_dir).items() if stage == 1]
+    assert all(len({k.split("/")[0] for k in keys}) == 1 for keys in stage2)
+    before, after = (dict(load_model(p).named_parameters()) for p in result.stages)
+    moved = {name.split(".")[-2] for name, p in after.items() if ".lora_" in name and not p.equal(before[name])}
+    assert moved == {"crayon", "vl"}  # both datasets had batches, so both adapters trained, each on its own
 
     # the same run name again: Ray restores the finished run, nothing is trained twice
     again = train(plan_path, workers=2, storage=tmp_path / "runs")

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from datasets_builders.formats.crayon import read_crayon
 from datasets_builders.formats.schema import Sample
 from datasets_builders.sources.images import decode_bytes
 from datasets_builders.store import ShardDataset
@@ -150,11 +149,14 @@ class MixtureLoader:
 def _decode(dataset: ShardDataset, row: int) -> tuple[Sample, PILImage.Image | None, np.ndarray | None]:
     raw = dataset.read(row, check=True)
     sample = Sample.from_members(raw["__key__"], raw)
-    image = None
+    where = f"{dataset.root} sample {sample.key}"
+    image = crayon = None
     if sample.image is not None:
-        image = decode_bytes(sample.image.data, f"{dataset.root} sample {sample.key}").convert("RGB")
-    crayon = None
-    if "crayon.png" in sample.extras:
-        semantic, numbering = read_crayon(sample.extras["crayon.png"])
-        crayon = np.stack([semantic, numbering], axis=-1)
+        image = _rgb(decode_bytes(sample.image.data, where))
+    if "crayon.png" in sample.extras:  # R = semantic, G = numbering (docs/sample-schema.md)
+        crayon = np.asarray(_rgb(decode_bytes(sample.extras["crayon.png"], f"{where} crayon.png")))[..., :2]
     return sample, image, crayon
+
+
+def _rgb(picture: PILImage.Image) -> PILImage.Image:
+    return picture if picture.mode == "RGB" else picture.convert("RGB")
