@@ -111,8 +111,9 @@ def _demo_training(data_dir: Path, plan: Path | None, workers: int) -> None:
         table.add_row(s["task"], s["metric"], str(s["n"]), f"{before[(s['task'], s['metric'])]:.3f}",
                       f"{s['value']:.3f}")
     console.print(table)
-    console.print(f"ask it: crayonflow chat --checkpoint {escape(str(result.stages[-1]))} --image IMAGE "
-                  '"[refer] where is the red circle"')
+    picture = next(iter(sorted((data_dir / "raw" / "sample-world" / "coco-panoptic").glob("val2017/*.jpg"))), None)
+    console.print(escape(f"ask it: crayonflow chat --checkpoint {result.stages[-1]} --image {picture or 'IMAGE'} "
+                         '"[vqa] what color is the circle?"'), highlight=False)
 
 
 if __name__ == "__main__":
