@@ -127,9 +127,18 @@ def checkpoint_digest(folder: Path) -> str:
         path = Path(folder) / name
         if path.is_file():
             digest.update(name.encode())
-            with path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(chunk)
+            file_digest(path, digest)
+    return digest.hexdigest()
+
+
+def file_digest(path: Path, digest=None) -> str:  # noqa: ANN001 - an xxhash object
+    """The xxh3-64 of a file, read in 1 MiB chunks (or fed into ``digest``)."""
+    import xxhash
+
+    digest = digest if digest is not None else xxhash.xxh3_64()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import xxhash
-
-from models.checkpoint import load_model, save_model
+from models.checkpoint import file_digest, load_model, save_model
 from models.grounded_vlm import GroundedVLM
 from training.mixture.state import LoaderState
 
@@ -48,7 +46,7 @@ def save_training_checkpoint(folder: Path, model: GroundedVLM, optimizer: torch.
     tmp.mkdir(parents=True)
     save_model(model, tmp / MODEL)
     torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-    files = {str(p.relative_to(tmp)): _digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(tmp)): file_digest(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     (tmp / STATE).write_text(json.dumps({"loader": loader.to_dict(), "stage": stage_name, "files": files,
                                          **(extra or {})}, indent=1, sort_keys=True))
     shutil.rmtree(folder, ignore_errors=True)
@@ -66,7 +64,7 @@ def read_training_state(folder: Path) -> TrainingState:
         raise TrainingCheckpointError(f"{folder}: no readable {STATE} ({e})") from None
     for name, digest in files.items():
         path = folder / name
-        if not path.is_file() or _digest(path) != digest:
+        if not path.is_file() or file_digest(path) != digest:
             raise TrainingCheckpointError(f"{folder}: {name} is missing or does not match its checksum")
     extra = {k: v for k, v in doc.items() if k not in ("loader", "stage", "files")}
     return TrainingState(LoaderState.from_dict(doc["loader"]), doc["stage"], extra)
@@ -79,11 +77,3 @@ def load_training_model(folder: Path) -> GroundedVLM:
 def read_optimizer_state(folder: Path) -> dict:
     """The saved AdamW state (tensors and numbers only: never unpickles code)."""
     return torch.load(Path(folder) / OPTIMIZER, weights_only=True)
-
-
-def _digest(path: Path) -> str:
-    h = xxhash.xxh3_64()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
