@@ -20,7 +20,7 @@ from models.connectors.connector import Connector
 from models.crayon_prompt import CrayonLayers, CrayonPrompt
 from models.grounded_vlm import GroundedVLM
 from models.tokenizer import load_tokenizer, tiny_tokenizer
-from models.vision_tower import _local_folder, build_vision_tower
+from models.vision_tower import local_folder, build_vision_tower
 
 MINIGPT_PAD = "$$"  #: MiniGPT-v2 pads with this plain-text token when the tokenizer has no pad token
 
@@ -75,7 +75,7 @@ def build_llm(config: LLMConfig, tokenizer, base_dir: Path | None, *, quantize: 
         with tempfile.TemporaryDirectory() as tmp:  # bitsandbytes quantises while loading
             llm.save_pretrained(tmp)
             return AutoModelForCausalLM.from_pretrained(tmp, quantization_config=quantization_config())
-    path = _local_folder(config.checkpoint, base_dir, "model.llm.checkpoint")
+    path = local_folder(config.checkpoint, base_dir, "model.llm.checkpoint")
     extra = {"quantization_config": quantization_config()} if quantize else {}
     llm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **extra)
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:

@@ -42,12 +42,7 @@ class InputSpec:
         return self.image_size // self.patch_size
 
     def pixels(self, images: Sequence[PILImage.Image]) -> torch.Tensor:
-        """(N, 3, S, S): MiniGPT-v2's plain bicubic resize (no crop), then mean/std normalisation."""
-        side = self.image_size
-        mean, std = np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
-        arrays = [(np.asarray(im.convert("RGB").resize((side, side), PILImage.Resampling.BICUBIC),
-                              dtype=np.float32) / 255.0 - mean) / std for im in images]
-        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return pixels(images, self.image_size, self.mean, self.std)
 
     def crayons(self, maps: Sequence[np.ndarray | None]) -> torch.Tensor | None:
         """(N, P, P, 2) pooled crayon maps (an all-unknown map where an image has none); None without crayon."""
@@ -56,3 +51,11 @@ class InputSpec:
         pooled = [np.zeros((self.grid, self.grid, 2), np.int64) if m is None else
                   pool_crayon(m, self.image_size, self.patch_size, self.max_instances) for m in maps]
         return torch.from_numpy(np.stack(pooled))
+
+
+def pixels(images: Sequence[PILImage.Image], side: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(N, 3, S, S): MiniGPT-v2's plain bicubic resize (no crop), then mean/std normalisation."""
+    mean_, std_ = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    arrays = [(np.asarray(im.convert("RGB").resize((side, side), PILImage.Resampling.BICUBIC),
+                          dtype=np.float32) / 255.0 - mean_) / std_ for im in images]
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()

@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from torch import Tensor, nn
 
 from models.config import ConfigError, VisionConfig
+from models.inputs import pixels
 
 TOWERS = {  # model_type -> (transformers class name, has a CLS token)
     "clip": ("CLIPVisionModel", True), "clip_vision_model": ("CLIPVisionModel", True),
@@ -82,11 +83,7 @@ class VisionTower(nn.Module):
 
     def preprocess(self, images: Sequence[PILImage.Image]) -> Tensor:
         """PIL images -> (B, 3, S, S) float tensor: bicubic resize without crop, then normalise."""
-        from models.inputs import InputSpec
-
-        spec = InputSpec(None, 0, 0, self.image_size, self.patch_size, tuple(self.config.mean),
-                         tuple(self.config.std), False)
-        return spec.pixels(images)
+        return pixels(images, self.image_size, self.config.mean, self.config.std)
 
 
 def build_vision_tower(config: VisionConfig, base_dir: Path | None = None) -> VisionTower:
@@ -94,7 +91,7 @@ def build_vision_tower(config: VisionConfig, base_dir: Path | None = None) -> Vi
     import transformers
 
     if config.checkpoint is not None:
-        path = _local_folder(config.checkpoint, base_dir, "model.vision.checkpoint")
+        path = local_folder(config.checkpoint, base_dir, "model.vision.checkpoint")
         model_type = transformers.AutoConfig.from_pretrained(path, local_files_only=True).model_type
         class_name, has_cls = _tower(model_type, "model.vision.checkpoint")
         model = getattr(transformers, class_name).from_pretrained(path, local_files_only=True)
@@ -112,7 +109,7 @@ def _tower(model_type: str, where: str) -> tuple[str, bool]:
     return TOWERS[model_type]
 
 
-def _local_folder(path: str, base_dir: Path | None, where: str) -> Path:
+def local_folder(path: str, base_dir: Path | None, where: str) -> Path:
     folder = Path(path)
     if not folder.is_absolute() and base_dir is not None:
         folder = base_dir / folder

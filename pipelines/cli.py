@@ -84,21 +84,14 @@ def demo(
 
 def _demo_training(data_dir: Path, plan: Path | None, workers: int) -> None:
     from rich import box
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from pipelines.demo import DEMO_PLAN, run_demo_training
+    from training.cli import training_progress
     from training.plan import load_plan
 
     plan = plan or DEMO_PLAN
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("training", total=load_plan(plan).total_steps)
-
-        def show(metrics: dict) -> None:
-            bar.update(task, completed=metrics["global_step"],
-                       description=f"{metrics['stage_name']}: loss {metrics['loss']:.3f}")
-
+    with training_progress(load_plan(plan).total_steps) as show:
         result = run_demo_training(data_dir, plan=plan, workers=workers, progress=show)
     console.print(f"trained {len(result.stages)} stages on {workers} Ray workers in {result.seconds:.0f} s: "
                   f"{escape(str(result.run_dir))}")

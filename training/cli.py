@@ -10,6 +10,8 @@ checkpoint exits with status 2 and one line (the first two checked before the mo
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -37,8 +39,6 @@ def train_command(
     max_failures: Annotated[int, typer.Option(min=0, help="Worker-group restarts from the last checkpoint.")] = 3,
 ) -> None:
     """Train through a stage plan on Ray Train; re-running the same run name resumes it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from training.launch import train
     from training.plan import PlanError, load_plan
 
@@ -47,14 +47,7 @@ def train_command(
     except PlanError as e:
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
         raise typer.Exit(2) from None
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("training", total=total)
-
-        def show(metrics: dict) -> None:
-            bar.update(task, completed=metrics["global_step"],
-                       description=f"{metrics['stage_name']}: loss {metrics['loss']:.3f}")
-
+    with training_progress(total) as show:
         try:
             result = train(plan, workers=workers, cpus_per_worker=cpus_per_worker, ray_address=ray_address,
                            storage=storage, run=run, data_root=data, strategy=strategy,
@@ -69,6 +62,22 @@ def train_command(
         console.print(f"  {escape(str(stage))}", highlight=False)
     console.print(f"next: crayonflow eval --checkpoint {escape(str(result.stages[-1]))} --data "
                   f"{escape(str(data or 'data/datasets'))}", highlight=False)
+
+
+@contextmanager
+def training_progress(total: int) -> Iterator[Callable[[dict], None]]:
+    """A progress bar over a plan's steps; the callback takes the metrics rank 0 reports."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("training", total=total)
+
+        def show(metrics: dict) -> None:
+            bar.update(task, completed=metrics["global_step"],
+                       description=f"{metrics['stage_name']}: loss {metrics['loss']:.3f}")
+
+        yield show
 
 
 def evaluate_command(

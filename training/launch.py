@@ -20,7 +20,6 @@ a running local Ray is reused or one is started (no dashboard) and stopped after
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasets_builders.ray_session import ray_session
 from training.mixture.loader import MixtureLoader
 from training.plan import Plan, PlanError, load_plan
 
@@ -57,7 +57,7 @@ def train(plan_file: Path, *, workers: int = 2, cpus_per_worker: float | None = 
     storage = Path(storage).resolve()
     run_dir = storage / run
     started = time.perf_counter()
-    with _ray(ray_address) as cluster:
+    with ray_session(ray_address) as cluster:
         config = _config(plan, run_dir, data_root, strategy, loader_workers, fail_at, cluster, workers,
                          cpus_per_worker)
         with _watch(run_dir / "progress.json", progress):
@@ -96,25 +96,6 @@ def _trainer(config: dict, workers: int, run: str, storage: Path, max_failures: 
                                      resources_per_worker={"CPU": config["cpus"]}),
         run_config=RunConfig(name=run, storage_path=str(storage), failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
-
-
-@contextmanager
-def _ray(address: str | None) -> Iterator[dict]:
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():
-        yield ray.cluster_resources()
-        return
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    try:
-        yield ray.cluster_resources()
-    finally:
-        ray.shutdown()
 
 
 @contextmanager

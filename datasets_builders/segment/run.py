@@ -22,16 +22,15 @@ initialised Ray is reused, or a local one is started (all CPUs, no dashboard) an
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
 
+from datasets_builders.ray_session import ray_session
 from datasets_builders.segment.coco_writer import OutputLayout, PanopticWriter, encode
 from datasets_builders.segment.prediction import CategoryTable, PanopticPrediction, SetupError
 from datasets_builders.sources.contract import RecordError
@@ -120,7 +119,7 @@ def segment_folder(images: Path, out: Path, config: SegmentConfig, *, actors: in
     layout = OutputLayout(out)
     layout.prepare()
     writer = PanopticWriter(layout, images, config.categories)
-    with _ray(ray_address):
+    with ray_session(ray_address):
         for row in _results(images, files, config, actors):
             if row["error"]:
                 writer.reject(row["file"], row["error"])
@@ -256,21 +255,3 @@ def quiet_ray_logs() -> None:
     ray.data.DataContext.get_current().enable_progress_bars = False
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
-
-
-@contextmanager
-def _ray(address: str | None) -> Iterator[None]:
-    import ray
-
-    if ray.is_initialized():  # a caller's session (tests, a flow): use it as it is
-        yield
-        return
-    if address is not None:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level="WARNING")
-    try:
-        yield
-    finally:
-        ray.shutdown()

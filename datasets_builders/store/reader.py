@@ -108,6 +108,19 @@ class ShardDataset:
             sample[self._ext[m]] = data
         return sample
 
+    def member(self, i: int, ext: str, *, check: bool = False) -> bytes:
+        """One member of sample ``i`` (its ``json``, say) with one ``pread``: the others are not read."""
+        if not 0 <= i < len(self._keys):
+            raise IndexError(f"sample {i} out of range for {self.root} ({len(self._keys)} samples)")
+        m = next((m for m in range(self._bounds[i], self._bounds[i + 1]) if self._ext[m] == ext), None)
+        if m is None:
+            raise KeyError(f"sample {self._keys[i]!r} of {self.root} has no {ext!r} member")
+        s = int(np.searchsorted(self._shard_start, i, side="right") - 1)
+        data = os.pread(self._fd(s), self._msize[m], self._moff[m])
+        if check:
+            self._check(i, m, data)
+        return data
+
     def samples(self, *, check: bool = False) -> Iterator[Sample]:
         """Decoded samples (JSON parsed; image bytes left encoded)."""
         for raw in self.scan(check=check):

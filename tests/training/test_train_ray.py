@@ -44,13 +44,8 @@ def seen(run_dir: Path) -> dict[tuple[int, int], list[str]]:
 def expected(plan_path: Path) -> dict[tuple[int, int], list[str]]:
     plan = load_plan(plan_path)
     loader = MixtureLoader(plan)
-    out = {}
-    for s, stage in enumerate(plan.stages):
-        for step in range(stage.num_steps):
-            items = loader.items(s, step)
-            out[(s, step)] = [f"{i.dataset}/{loader._dataset(loader.stages[s].roots[loader.stages[s].names.index(i.dataset)]).key(i.row)}"
-                              for i in items]
-    return out
+    return {(s, step): [loader.key(i) for i in loader.items(s, step)]
+            for s, stage in enumerate(plan.stages) for step in range(stage.num_steps)}
 
 
 def test_two_workers_train_every_stage_on_exactly_the_planned_batches(ray_cluster, data_root, tmp_path):

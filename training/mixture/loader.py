@@ -129,6 +129,11 @@ class MixtureLoader:
         total = mix.offsets + mix.schedule.drawn(steps)
         return {name: round(int(t) / len(o), 3) for name, t, o in zip(mix.names, total, mix.orders)}
 
+    def key(self, item: Item) -> str:
+        """``<dataset>/<sample key>`` of an item without reading it: what ``seen-rank-*.jsonl`` records."""
+        mix = self.stages[item.stage]
+        return f"{item.dataset}/{self._dataset(mix.roots[mix.names.index(item.dataset)]).key(item.row)}"
+
     # ---- reading ---------------------------------------------------------------------------
     def fetch(self, item: Item) -> Fetched:
         mix = self.stages[item.stage]

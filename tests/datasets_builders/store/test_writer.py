@@ -271,3 +271,15 @@ def test_replacing_a_dataset_of_another_name_leaves_none_of_its_shards(tmp_path)
     assert list(partial.glob("toy-*.tar"))
     build(partial, make_samples(3), spec_for(name="other"))
     assert sorted(p.name for p in partial.glob("*.tar")) == ["other-000000.tar"]
+
+
+def test_one_member_reads_alone_and_a_missing_one_is_named(tmp_path):
+    samples = make_samples(20)
+    build(tmp_path / "ds", samples, spec_for(max_samples=8))
+    ds = ShardDataset(tmp_path / "ds")
+    for i in (0, 9, 19):
+        assert ds.member(i, "json", check=True) == samples[i].members()["json"]
+    with pytest.raises(KeyError, match=f"sample {samples[4].key!r} of .* has no 'jpg' member"):
+        ds.member(4, "jpg")  # text-only
+    with pytest.raises(IndexError):
+        ds.member(20, "json")
