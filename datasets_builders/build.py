@@ -8,10 +8,11 @@ is a no-op (the committed manifest's fingerprint matches); an interrupted build 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, islice
 from pathlib import Path
+from typing import Any
 
 from datasets_builders.formats.schema import Sample
 from datasets_builders.registry import source_module
@@ -44,8 +45,47 @@ def build_dataset(
 ) -> BuildResult:
     """Build ``out_dir`` (its folder name is the dataset name) from ``inputs``: one raw dataset
     folder, or for a derived builder (multiround, unnatural-blend) the committed datasets it reads."""
-    module = source_module(source)
     options = options or Options()
+    located = locate_inputs(source, inputs, options)
+    out_dir = Path(out_dir)
+    spec = located.spec(out_dir.name, limit=limit, split=split, options=options, max_samples=max_samples)
+    done = committed_build(out_dir, spec)
+    if done is not None:
+        return BuildResult(out_dir, done, reused=True)
+    return write_records(located.module, located.records(split, 0, limit), out_dir, spec,
+                         overwrite=overwrite, progress=progress)
+
+
+@dataclass(frozen=True)
+class Located:
+    """A builder with its checked and located inputs: where every build (whole or partitioned) starts."""
+
+    module: SourceModule
+    paths: tuple[Path, ...]
+    layout: Any  #: what ``module.locate`` returned
+
+    def spec(self, name: str, *, limit: int | None, split: str | None, options: Options, max_samples: int) -> BuildSpec:
+        """The spec of a build of these inputs into dataset ``name``; hashes every input byte."""
+        derived = getattr(self.module, "DERIVED", False)
+        refs = (tuple(InputRef.dataset(p) for p in self.paths) if derived
+                else (InputRef.raw(self.module.NAME, self.paths[0]),))
+        return BuildSpec(name=name, builder=self.module.NAME, builder_version=self.module.VERSION,
+                         parameters=parameters(self.module, limit=limit, split=split, options=options),
+                         inputs=refs, max_samples=max_samples)
+
+    def records(self, split: str | None, start: int = 0, stop: int | None = None) -> Iterator[object]:
+        """Records ``start``..``stop`` in the source's (deterministic) order; lazy, nothing converted."""
+        return islice(self.module.read_records(self.layout, split), start, stop)
+
+
+def parameters(module: SourceModule, *, limit: int | None, split: str | None, options: Options) -> dict[str, Any]:
+    """The build parameters a spec records: limit, split and the options this builder reads."""
+    return {"limit": limit, "split": split, **{k: getattr(options, k) for k in module.OPTIONS}}
+
+
+def locate_inputs(source: str, inputs: str | Path | Sequence[str | Path], options: Options) -> Located:
+    """Check ``inputs`` for builder ``source`` and locate them; a wrong input fails here in one line."""
+    module = source_module(source)
     paths = (Path(inputs),) if isinstance(inputs, str | Path) else tuple(Path(p) for p in inputs)
     derived = getattr(module, "DERIVED", False)
     if not derived and len(paths) != 1:
@@ -53,23 +93,22 @@ def build_dataset(
     for path in paths:
         if not path.is_dir():
             raise InputFormatError(f"{path}: no such folder (--input of the {module.NAME} build)")
-    out_dir = Path(out_dir)
-    layout = module.locate(paths if derived else paths[0], options)
-    refs = tuple(InputRef.dataset(p) for p in paths) if derived else (InputRef.raw(module.NAME, paths[0]),)
-    spec = BuildSpec(
-        name=out_dir.name,
-        builder=module.NAME,
-        builder_version=module.VERSION,
-        parameters={"limit": limit, "split": split, **{k: getattr(options, k) for k in module.OPTIONS}},
-        inputs=refs,
-        max_samples=max_samples,
-    )
-    done = committed_build(out_dir, spec)
-    if done is not None:
-        return BuildResult(out_dir, done, reused=True)
-    records = islice(module.read_records(layout, split), limit)
+    return Located(module, paths, module.locate(paths if derived else paths[0], options))
+
+
+def write_records(
+    module: SourceModule,
+    records: Iterator[object],
+    out_dir: Path,
+    spec: BuildSpec,
+    *,
+    overwrite: bool = False,
+    resume: bool = True,
+    progress: Callable[[], None] | None = None,
+) -> BuildResult:
+    """The build loop: count, convert and write (or reject) every record into ``out_dir`` under ``spec``."""
     first = list(islice(records, 1))  # a source reads its index files here: their errors come before any write
-    with DatasetWriter(out_dir, spec, overwrite=overwrite) as writer:
+    with DatasetWriter(out_dir, spec, overwrite=overwrite, resume=resume) as writer:
         for record in chain(first, records):
             writer.count_read()
             if isinstance(record, Reject):

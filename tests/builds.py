@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,3 +73,16 @@ def build_with_rejects(root: Path, samples: list[Sample], *, max_samples: int = 
             else:
                 writer.write(sample)
     return writer
+
+
+# Unnatural Instructions lines (core_data.jsonl): a good one, and one whose instance has no output.
+GOOD = {"instruction": "x", "instances": [{"instruction_with_input": "Say hi.", "constraints": None, "output": "Hi!"}]}
+NO_OUTPUT = {"instruction": "x", "instances": [{"instruction_with_input": "Say hi.", "constraints": None}]}
+
+
+def write_input(folder: Path, *lines: object) -> Path:
+    """An Unnatural Instructions folder whose core_data.jsonl holds ``lines`` (str: written as is)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+    (folder / "core_data.jsonl").write_text(text, encoding="utf-8")
+    return folder

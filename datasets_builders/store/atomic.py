@@ -8,6 +8,7 @@ through here.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -37,3 +38,15 @@ def write_bytes_atomic(final: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     publish(tmp, final)
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Make ``dst`` (a temp name, published next) hold the complete file ``src``: a hard link where
+    the file system allows (no byte moves and ``src`` stays whole), else an fsynced copy."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+        with open(dst, "rb") as f:
+            os.fsync(f.fileno())

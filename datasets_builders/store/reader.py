@@ -137,6 +137,12 @@ class ShardDataset:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __del__(self) -> None:
+        # A builder's layout holds its input datasets without closing them; a partitioned build
+        # locates them once per part, so descriptors must go with the layout, not pile up.
+        if getattr(self, "_fds", None):
+            self.close()
+
     def _fd(self, shard: int) -> int:
         fd = self._fds.get(shard)
         if fd is None:

@@ -28,7 +28,7 @@ import re
 import shutil
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -38,7 +38,7 @@ import xxhash
 
 from datasets_builders.formats.schema import Sample, Source, encode_json
 from datasets_builders.store import tar
-from datasets_builders.store.atomic import fsync_dir, publish, temp_name, write_bytes_atomic
+from datasets_builders.store.atomic import fsync_dir, link_or_copy, publish, temp_name, write_bytes_atomic
 from datasets_builders.store.index import (
     REJECTS_SCHEMA,
     SAMPLES_SCHEMA,
@@ -189,6 +189,29 @@ class DatasetWriter:
             if len(self._rows) >= self.spec.max_samples:
                 self._close_shard()
 
+    def adopt(self, shard: Path, rows: pa.Table, entry: ShardEntry) -> None:
+        """Take a complete shard of another committed dataset (one part of a partitioned build) as
+        this dataset's next shard, with its index ``rows`` and manifest ``entry``, without rewriting
+        it: members are named by sample key alone, so bytes and checksum stay. The file is
+        hard-linked (copied where the file system cannot link), so the source dataset stays whole
+        until this one commits. A key this dataset already has raises DuplicateKeyError."""
+        self._check_open()
+        if self._file is not None or self._replay:
+            raise RuntimeError(f"{self.root}: adopt() needs a writer with no open shard and nothing to resume")
+        keys = rows["key"].to_pylist()
+        clash = self._keys.intersection(keys)
+        if clash:
+            raise DuplicateKeyError(f"duplicate sample key {min(clash)!r} in dataset {self.spec.name!r} "
+                                    f"(again in shard {shard})")
+        self._keys.update(keys)
+        name = shard_name(self.spec.name, len(self._shards))
+        renamed = pa.array([name] * len(keys), pa.string())
+        rows = rows.set_column(rows.schema.get_field_index("shard"), "shard", renamed)
+        with self._io_guard(f"adopting {shard} as {name}"):
+            link_or_copy(shard, temp_name(self.root / name))
+            self._publish_shard(replace(entry, name=name), rows)
+        self._written += len(keys)
+
     def reject(self, source: Source, stage: str, reason: str) -> None:
         """Record that (part of) an input record was not turned into samples, and why."""
         if not stage or not reason:
@@ -302,32 +325,25 @@ class DatasetWriter:
         self._file.close()
         name = self._file_name
         entry = ShardEntry(name, len(self._rows), tar.closed_size(self._shard_bytes), self._shard_hash.hexdigest())
-        # Journal first, then publish: a shard under its final name always has its index rows.
-        write_table_atomic(self._rows.to_table(name), self._journal / f"{name}.samples.parquet")
+        self._publish_shard(entry, self._rows.to_table(name))
+        self._file = None
+
+    def _publish_shard(self, entry: ShardEntry, rows: pa.Table) -> None:
+        """Journal first, then publish the complete temp file: a shard under its final name always
+        has its index rows (and the rejects since the previous shard) in the journal."""
+        name = entry.name
+        write_table_atomic(rows, self._journal / f"{name}.samples.parquet")
         write_table_atomic(rejects_table(self._pending_rejects), self._journal / f"{name}.rejects.parquet")
         write_bytes_atomic(self._journal / f"{name}.json", encode_json(asdict(entry)))
         publish(temp_name(self.root / name), self.root / name)
-        self._file = None
         self._shards.append(entry)
         self._pending_rejects = []
 
     # -- start, resume, commit helpers -------------------------------------------------------------
 
     def _start(self, overwrite: bool, resume: bool) -> None:
-        try:
-            committed = load_manifest(self.root)
-        except ManifestError:
-            if not overwrite:
-                raise
-            committed = None
-        if (self.root / MANIFEST).exists():
-            if not overwrite:
-                same = committed is not None and committed.fingerprint == self.fingerprint
-                raise DatasetExistsError(
-                    f"{self.root} already holds dataset {committed.spec.name if committed else '?'!r}, "
-                    + ("built from the same inputs and parameters (nothing to do)" if same
-                       else "built from different inputs or parameters; pass overwrite to rebuild it")
-                )
+        committed = check_writable(self.root, self.fingerprint, overwrite=overwrite)
+        if (self.root / MANIFEST).exists():  # only with overwrite: check_writable refused otherwise
             (self.root / MANIFEST).unlink()  # un-commit before touching anything else
             fsync_dir(self.root)
             if committed is not None:
@@ -434,6 +450,27 @@ class DatasetWriter:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor drops the flock
             self._lock_fd = None
+
+
+def check_writable(root: Path, fingerprint: str, *, overwrite: bool) -> Manifest | None:
+    """The committed manifest a build of ``fingerprint`` into ``root`` would replace (None if there is
+    none). Without ``overwrite`` a committed (or unreadable) one is refused: DatasetExistsError
+    (ManifestError). Separate from the writer so that a build split into parts can refuse before
+    building them."""
+    try:
+        committed = load_manifest(root)
+    except ManifestError:
+        if not overwrite:
+            raise
+        committed = None
+    if (root / MANIFEST).exists() and not overwrite:
+        same = committed is not None and committed.fingerprint == fingerprint
+        raise DatasetExistsError(
+            f"{root} already holds dataset {committed.spec.name if committed else '?'!r}, "
+            + ("built from the same inputs and parameters (nothing to do)" if same
+               else "built from different inputs or parameters; pass overwrite to rebuild it")
+        )
+    return committed
 
 
 def _acquire_lock(root: Path) -> int:

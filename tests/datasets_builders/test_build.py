@@ -13,11 +13,7 @@ from datasets_builders.build import _convert, build_dataset
 from datasets_builders.formats.schema import Sample, Source, Turn
 from datasets_builders.sources.contract import InputFormatError, RecordError
 from datasets_builders.store import DatasetWriter, ShardDataset, load_manifest, verify_dataset
-from tests.builds import spec_for
-
-GOOD = {"instruction": "x", "instances": [{"instruction_with_input": "Say hi.", "constraints": None, "output": "Hi!"}]}
-NO_OUTPUT = {"instruction": "x", "instances": [{"instruction_with_input": "Say hi.", "constraints": None}]}
-
+from tests.builds import GOOD, NO_OUTPUT, spec_for, write_input
 
 @dataclass(frozen=True)
 class FakeRecord:
@@ -55,13 +51,6 @@ def counts(root: Path) -> tuple[int, int, int, int, int]:
     c = load_manifest(root).counts
     assert c.read == c.records_written + c.records_rejected  # the reconciliation, checked in every test
     return c.read, c.written, c.rejected, c.records_written, c.records_rejected
-
-
-def write_input(folder: Path, *lines: object) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    text = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
-    (folder / "core_data.jsonl").write_text(text, encoding="utf-8")
-    return folder
 
 
 def test_a_record_that_yields_nothing_is_rejected(tmp_path):
