@@ -38,74 +38,108 @@ app.command("train")(train_command)
 app.command("eval")(evaluate_command)
 console = Console(soft_wrap=True)
 
-DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "data"))
+DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "demo-output"))
 
 
 @app.command()
 def demo(
-    data_dir: Annotated[Path, typer.Option(help="Where raw data and datasets land (env CRAYONFLOW_DATA).")] = DEFAULT_DATA_DIR,
+    data_dir: Annotated[Path, typer.Option(help="Where everything lands (env CRAYONFLOW_DATA).")] = DEFAULT_DATA_DIR,
     images: Annotated[int, typer.Option(min=1, help="Generated scenes to build from.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of the generated world.")] = 0,
     train: Annotated[bool, typer.Option(help="Also train the tiny model through the plan and evaluate it.")] = True,
     plan: Annotated[Path | None, typer.Option(help="Stage plan (default: training/recipes/tiny-demo.yaml).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
 ) -> None:
-    """Run the whole pipeline on embedded defaults (a generated sample world) and check what it wrote."""
-    from rich import box
-    from rich.table import Table
-
+    """Run the whole pipeline as the ``demo`` flow on the project's local Prefect server (started
+    if it is not running; it keeps running so you can look at the run), and report what it made."""
     from datasets_builders.segment.run import quiet_ray_logs
-    from pipelines.demo import run_demo
+    from pipelines.demo import DEMO_PLAN
+    from pipelines.server import LocalServer, ensure_server, using
 
     quiet_ray_logs()
-    result = run_demo(data_dir, images=images, seed=seed)
-    console.print(f"sample world: {escape(str(result.world))} ({images} scenes, seed {seed}"
-                  f"{', reused' if result.world_reused else ''})")
-    table = Table(title=f"datasets in {escape(str(data_dir / 'datasets'))}", title_justify="left",
-                  box=box.SIMPLE, pad_edge=False, collapse_padding=True)
-    for column in ("dataset", "read", "samples", "rejects", "MB", "state"):
-        table.add_column(column, justify="left" if column in ("dataset", "state") else "right", no_wrap=True)
-    for d in result.datasets:
-        m = d.build.manifest
-        verdict = "[green]verified[/green]" if d.report.ok else "[red]DAMAGED[/red]"
-        state = f"{'reused' if d.build.reused else 'built'}, {verdict}"
-        table.add_row(escape(d.name), str(m.counts.read), str(m.counts.written), str(m.counts.records_rejected),
-                      f"{m.total_bytes / 1e6:.1f}", state)
-    console.print(table)
-    for d in result.datasets:
-        for problem in d.report.problems:
-            console.print(f"[red]DAMAGED[/red] {escape(str(problem))}")
-    if not result.ok:
+    server = LocalServer(data_dir / "prefect")
+    started = ensure_server(server)
+    console.print(f"Prefect server {'started' if started else 'running'} at {server.ui_url} "
+                  f"(PREFECT_HOME {escape(str(server.home))})")
+    with using(server):
+        from pipelines.flows.demo import demo as demo_flow
+
+        state = demo_flow(data_dir=str(data_dir), images=images, seed=seed, train=train,
+                          plan=str(plan or DEMO_PLAN), workers=workers, return_state=True)
+        run_id = state.state_details.flow_run_id
+        summary = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        console.print(f"[red]the demo flow run ended {state.name}[/red]: {escape(str(state.message or summary))}\n"
+                      f"see its logs at {server.ui_url}/runs/flow-run/{run_id}")
         raise typer.Exit(1)
-    console.print(f"inspect one with: crayonflow shards info {escape(str(data_dir / 'datasets' / result.datasets[0].name))}")
+    _print_datasets(data_dir, summary["datasets"])
     if train:
-        _demo_training(data_dir, plan, workers)
+        _print_training(data_dir, summary["training"], summary["evaluation"], workers)
+    console.print(f"\n[bold]open[/bold] {server.ui_url}/runs/flow-run/{run_id} : the demo run, its subflow graph and "
+                  f"artifacts;\n     {server.ui_url}/artifacts : dataset tables (dataset-*), lineage cards (lineage-*), "
+                  "training mixture, metrics and loss curve (training-*)\n"
+                  f"stop the server with: make ui-stop (or prefect server stop with PREFECT_HOME={escape(str(server.home))})")
 
 
-def _demo_training(data_dir: Path, plan: Path | None, workers: int) -> None:
+@app.command()
+def server(
+    data_dir: Annotated[Path, typer.Option(help="Its PREFECT_HOME is <data-dir>/prefect.")] = DEFAULT_DATA_DIR,
+    stop: Annotated[bool, typer.Option(help="Stop the background server instead.")] = False,
+    foreground: Annotated[bool, typer.Option(help="Run in this terminal until Ctrl-C.")] = False,
+) -> None:
+    """The project's local Prefect server (SQLite under <data-dir>/prefect, 127.0.0.1; port from
+    CRAYONFLOW_PREFECT_PORT, default 4200): the UI, and the API that workers and deployments use."""
+    from pipelines.server import LocalServer, ensure_server, prefect_command, stop_server
+
+    local = LocalServer(data_dir / "prefect")
+    if stop:
+        stop_server(local)
+        console.print(f"stopped the server of {escape(str(local.home))}")
+    elif foreground:
+        local.home.mkdir(parents=True, exist_ok=True)
+        console.print(f"Prefect UI at {local.ui_url} (Ctrl-C stops it)")
+        raise typer.Exit(prefect_command(local, "server", "start", "--host", local.host, "--port",
+                                         str(local.port)).returncode)
+    else:
+        started = ensure_server(local)
+        console.print(f"Prefect UI {'started' if started else 'already running'} at {local.ui_url}")
+
+
+def _print_datasets(data_dir: Path, datasets: dict[str, dict]) -> None:
     from rich import box
     from rich.table import Table
 
-    from pipelines.demo import DEMO_PLAN, run_demo_training
-    from training.cli import training_progress
-    from training.plan import load_plan
+    table = Table(title=f"datasets in {escape(str(data_dir / 'datasets'))}", title_justify="left",
+                  box=box.SIMPLE, pad_edge=False, collapse_padding=True)
+    for column in ("dataset", "version", "read", "samples", "rejects", "MB", "state"):
+        table.add_column(column, justify="left" if column in ("dataset", "version", "state") else "right", no_wrap=True)
+    for name, d in datasets.items():
+        verdict = "[green]verified[/green]" if d["verified"] else "[red]DAMAGED[/red]"
+        table.add_row(escape(name), d["version"], str(d["read"]), str(d["samples"]), str(d["rejects"]),
+                      f"{d['bytes'] / 1e6:.1f}", f"{'reused' if d['reused'] else 'built'}, {verdict}")
+    console.print(table)
+    first = next(iter(datasets.values()))
+    console.print(f"inspect one with: crayonflow shards info {escape(first['path'])}")
 
-    plan = plan or DEMO_PLAN
-    with training_progress(load_plan(plan).total_steps) as show:
-        result = run_demo_training(data_dir, plan=plan, workers=workers, progress=show)
-    console.print(f"trained {len(result.stages)} stages on {workers} Ray workers in {result.seconds:.0f} s: "
-                  f"{escape(str(result.run_dir))}")
-    table = Table(title=f"held-out ({result.trained['split']}) scores", title_justify="left", box=box.SIMPLE,
+
+def _print_training(data_dir: Path, training: dict, evaluation: dict, workers: int) -> None:
+    from rich import box
+    from rich.table import Table
+
+    console.print(f"trained {len(training['stages'])} stages on {workers} Ray workers in {training['seconds']:.0f} s: "
+                  f"{escape(training['run_dir'])}")
+    trained, untrained = evaluation["trained"], evaluation["untrained"]
+    table = Table(title=f"held-out ({trained['split']}) scores", title_justify="left", box=box.SIMPLE,
                   pad_edge=False, collapse_padding=True)
     for column in ("task", "metric", "n", "untrained", "trained"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right")
-    before = {(s["task"], s["metric"]): s["value"] for s in result.untrained["scores"]}
-    for s in result.trained["scores"]:
+    before = {(s["task"], s["metric"]): s["value"] for s in untrained["scores"]}
+    for s in trained["scores"]:
         table.add_row(s["task"], s["metric"], str(s["n"]), f"{before[(s['task'], s['metric'])]:.3f}",
                       f"{s['value']:.3f}")
     console.print(table)
     picture = next(iter(sorted((data_dir / "raw" / "sample-world" / "coco-panoptic").glob("val2017/*.jpg"))), None)
-    console.print(escape(f"ask it: crayonflow chat --checkpoint {result.stages[-1]} --image {picture or 'IMAGE'} "
+    console.print(escape(f"ask it: crayonflow chat --checkpoint {training['stages'][-1]} --image {picture or 'IMAGE'} "
                          '"[vqa] what color is the circle?"'), highlight=False)
 
 

@@ -1,0 +1,121 @@
+"""The project's own local Prefect server: SQLite under ``<data>/prefect`` (its PREFECT_HOME), on 127.0.0.1.
+
+Never a user's global ``~/.prefect`` and never Prefect Cloud: every setting that decides where
+runs, results and caches go is pinned here, so ``make demo`` and ``make ui`` share one server
+and one cache, and nothing else does. The server itself is ``prefect server start`` (its
+``--background`` mode keeps a pid file in PREFECT_HOME, which ``prefect server stop`` reads).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_PORT = int(os.environ.get("CRAYONFLOW_PREFECT_PORT", "4200"))
+
+
+class ServerError(RuntimeError):
+    """The local server did not come up; the message names the port and the log to read."""
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    home: Path  #: PREFECT_HOME: prefect.db (SQLite), storage/ (results and caches), server.log
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The settings a client, worker or the server itself needs to use this server and nothing else."""
+        home = self.home.resolve()
+        return {
+            "PREFECT_HOME": str(home),
+            "PREFECT_PROFILES_PATH": str(home / "profiles.toml"),
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,  # else the UI asks port 4200 for its runs
+            "PREFECT_SERVER_API_HOST": self.host,
+            "PREFECT_SERVER_API_PORT": str(self.port),
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+            "PREFECT_RESULTS_LOCAL_STORAGE_PATH": str(home / "storage"),
+            "PREFECT_LOCAL_STORAGE_PATH": str(home / "storage"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_CLOUD_API_URL": "http://127.0.0.1:9/disabled",  # no accidental Cloud calls
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.api_url}/health", timeout=timeout) as response:
+                return response.status == 200
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+
+def prefect_command(server: LocalServer, *args: str, **kwargs) -> subprocess.CompletedProcess:  # noqa: ANN003
+    """``prefect ARGS`` with this server's settings (the CLI of the venv we run in)."""
+    env = {**os.environ, **server.env()}
+    return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, **kwargs)
+
+
+def ensure_server(server: LocalServer, *, wait_s: float = 90.0) -> bool:
+    """Start the server in the background unless it already answers; wait until it is healthy.
+
+    Returns whether it was started now. A port taken by something that is not answering as a
+    Prefect server fails with the port and the server log named."""
+    if server.healthy():
+        return False
+    server.home.mkdir(parents=True, exist_ok=True)
+    (server.home / "server.pid").unlink(missing_ok=True)  # a stale pid file from a killed server
+    log = server.home / "server.log"
+    with log.open("ab") as out:
+        started = prefect_command(server, "server", "start", "--background", "--host", server.host,
+                                  "--port", str(server.port), stdout=out, stderr=subprocess.STDOUT,
+                                  stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if server.healthy():
+            return True
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise ServerError(f"the Prefect server on {server.ui_url} did not become healthy in {wait_s:.0f} s "
+                      f"(`prefect server start` exited {started.returncode}); its log is {log}:\n{tail}")
+
+
+def stop_server(server: LocalServer) -> None:
+    prefect_command(server, "server", "stop", capture_output=True)
+
+
+@contextmanager
+def using(server: LocalServer) -> Iterator[None]:
+    """Point this process's Prefect client at ``server``, and child processes (Ray, workers) too."""
+    import prefect.settings
+    from prefect.settings import temporary_settings
+
+    env = server.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    updates = {getattr(prefect.settings, k): v for k, v in env.items() if k.startswith("PREFECT_")}
+    try:
+        with temporary_settings(updates=updates):
+            yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
