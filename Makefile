@@ -4,9 +4,10 @@
 VENV  := .venv
 PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DATA  ?= data
+DATA  ?= demo-output
+CF    := $(VENV)/bin/crayonflow
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench ui ui-stop deploy worker clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -14,8 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: $(STAMP)  ## generated data -> verified datasets (grows into the whole pipeline)
-	$(VENV)/bin/crayonflow demo --data-dir $(DATA)
+demo: $(STAMP)  ## the demo flow on the local Prefect server: sample world -> datasets -> training -> eval
+	$(CF) demo --data-dir $(DATA)
+
+ui: $(STAMP)  ## the local Prefect server and its UI alone, in the foreground (SQLite in $(DATA)/prefect)
+	$(CF) server --data-dir $(DATA) --foreground
+
+ui-stop: $(STAMP)  ## stop the background server that make demo / make deploy started
+	$(CF) server --data-dir $(DATA) --stop
+
+deploy: $(STAMP)  ## register prefect.yaml's deployments, schedules and trigger with the local server
+	$(CF) deploy --data-dir $(DATA)
+
+worker: $(STAMP)  ## a process worker for the local-process pool (runs deployments; Ctrl-C stops it)
+	$(CF) worker --data-dir $(DATA)
 
 test: $(STAMP)  ## import layering contract, then every test (slow end-to-end ones included)
 	$(VENV)/bin/lint-imports
@@ -29,4 +42,4 @@ bench: $(STAMP)  ## speed targets, as ratios against baselines measured in the s
 	$(PY) tests/benchmarks/bench_training.py
 
 clean:
-	rm -rf $(VENV) $(DATA) build *.egg-info .pytest_cache .import_linter_cache
+	rm -rf $(VENV) $(DATA) data build *.egg-info .pytest_cache .import_linter_cache

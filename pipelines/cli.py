@@ -105,6 +105,48 @@ def server(
         console.print(f"Prefect UI {'started' if started else 'already running'} at {local.ui_url}")
 
 
+WORK_POOL = "local-process"  #: prefect.yaml's process pool
+
+
+@app.command()
+def deploy(
+    data_dir: Annotated[Path, typer.Option(help="The local server's data folder.")] = DEFAULT_DATA_DIR,
+) -> None:
+    """Register every deployment of prefect.yaml with the local server (started if needed): the
+    process work pool, the repo_root variable (this checkout), then `prefect deploy --all`."""
+    from pipelines.server import LocalServer, ensure_server, prefect_command
+
+    local = LocalServer(data_dir / "prefect")
+    ensure_server(local)
+    repo_root = Path(__file__).resolve().parents[1]
+    steps = (("work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"),
+             ("variable", "set", "repo_root", str(repo_root), "--overwrite"),
+             ("--no-prompt", "deploy", "--all"))
+    for step in steps:
+        done = prefect_command(local, *step, cwd=repo_root, capture_output=True, text=True)
+        if done.returncode != 0:
+            console.print(f"[red]prefect {' '.join(step)} failed[/red] ({done.returncode}):\n"
+                          f"{escape(done.stdout[-3000:])}{escape(done.stderr[-3000:])}")
+            raise typer.Exit(1)
+    console.print(f"registered prefect.yaml's deployments at {local.ui_url}/deployments (runs start in "
+                  f"{escape(str(repo_root))}); start a worker with: make worker")
+
+
+@app.command()
+def worker(
+    data_dir: Annotated[Path, typer.Option(help="The local server's data folder.")] = DEFAULT_DATA_DIR,
+    limit: Annotated[int, typer.Option(min=1, help="Flow runs at once (1 on 2 cores: training takes both).")] = 1,
+) -> None:
+    """A process worker for the local-process pool, in this terminal until Ctrl-C."""
+    from pipelines.server import LocalServer, prefect_command
+
+    local = LocalServer(data_dir / "prefect")
+    if not local.healthy():
+        console.print(f"[red]no Prefect server at {local.ui_url}[/red]: run make ui (or make deploy) first")
+        raise typer.Exit(1)
+    raise typer.Exit(prefect_command(local, "worker", "start", "--pool", WORK_POOL, "--limit", str(limit)).returncode)
+
+
 def _print_datasets(data_dir: Path, datasets: dict[str, dict]) -> None:
     from rich import box
     from rich.table import Table

@@ -103,12 +103,13 @@ def stop_server(server: LocalServer) -> None:
 @contextmanager
 def using(server: LocalServer) -> Iterator[None]:
     """Point this process's Prefect client at ``server``, and child processes (Ray, workers) too."""
+    env = server.env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # first: a first import of prefect reads its root settings from here
+
     import prefect.settings
     from prefect.settings import temporary_settings
 
-    env = server.env()
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     updates = {getattr(prefect.settings, k): v for k, v in env.items() if k.startswith("PREFECT_")}
     try:
         with temporary_settings(updates=updates):

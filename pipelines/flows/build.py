@@ -17,6 +17,7 @@ otherwise the task runs again. Parts run in a thread pool here, or as Ray tasks 
 
 from __future__ import annotations
 
+import contextvars
 import errno
 import json
 import threading
@@ -72,10 +73,12 @@ def part(build: BuildPlan, k: int, options: dict) -> PartResult:
     return build_part(build, k, options=make_options(options))
 
 
-@materialize("crayonflow://datasets/placeholder", name="merge", cache_policy=CACHED, retries=2,
-             retry_delay_seconds=2, retry_condition_fn=transient_io)
-def merge(build: BuildPlan, parts: list[PartResult], options: dict) -> str:
-    result = merge_parts(build, parts, options=make_options(options))
+@materialize("crayonflow://datasets/placeholder", name="merge", cache_policy=(INPUTS - "overwrite") + TASK_SOURCE,
+             retries=2, retry_delay_seconds=2, retry_condition_fn=transient_io)
+def merge(build: BuildPlan, parts: list[PartResult], options: dict, overwrite: bool) -> str:
+    """``overwrite`` is not in the cache key: it decides whether an old version may be replaced,
+    not what the dataset holds."""
+    result = merge_parts(replace(build, overwrite=overwrite), parts, options=make_options(options))
     add_asset_metadata(lineage.dataset_key(build.name, build.fingerprint), lineage.asset_metadata(result.manifest))
     return str(result.root)
 
@@ -106,11 +109,11 @@ def publish(out: str, reused: bool) -> dict:
 def submit_build(build: BuildPlan, options: dict, progress: BuildProgress | None = None) -> PrefectFuture:
     """Parts, merge and publish of one planned build; returns the future of publish's summary.
 
-    The tasks get the plan without its ``committed`` flag, so the cache key is the same before
-    and after the first commit; whether a cached result may be trusted is decided here instead:
+    The tasks get the plan without its ``committed`` and ``overwrite`` flags, so the cache key is
+    the same before and after the first commit, whoever may replace what; whether a cached result may be trusted is decided here instead:
     the merge only while the dataset is committed with the plan's fingerprint, a part also while
     its own folder is there (merge_parts rebuilds a missing part in any case)."""
-    keyed = replace(build, committed=False)
+    keyed = replace(build, committed=False, overwrite=False)
     parts = [part.with_options(name=f"part-{build.name}-{k}", refresh_cache=not (build.committed or _part_on_disk(build, k)))
              .submit(keyed, k, options) for k in range(len(build.parts))]
     if progress is not None:
@@ -119,7 +122,7 @@ def submit_build(build: BuildPlan, options: dict, progress: BuildProgress | None
     merged = merge.with_options(
         name=f"merge-{build.name}", assets=[lineage.dataset_key(build.name, build.fingerprint)],
         asset_deps=[lineage.input_key(ref) for ref in inputs], refresh_cache=not build.committed,
-    ).submit(keyed, parts, options)
+    ).submit(keyed, parts, options, build.overwrite)
     return publish.with_options(name=f"publish-{build.name}").submit(merged, build.committed)
 
 
@@ -142,10 +145,11 @@ class BuildProgress:
     def expect(self, futures: Sequence[PrefectFuture]) -> None:
         with self._lock:
             self._total += len(futures)
+        context = contextvars.copy_context()  # the flow's settings and client, for callbacks on other threads
         for future in futures:
-            future.add_done_callback(self._finished)
+            future.add_done_callback(lambda _: context.copy().run(self._finished))
 
-    def _finished(self, _: PrefectFuture) -> None:
+    def _finished(self) -> None:
         with self._lock:
             self._done += 1
             share = round(100.0 * self._done / max(self._total, 1), 1)

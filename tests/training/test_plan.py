@@ -239,17 +239,14 @@ def test_tiny_demo_names_only_datasets_the_demo_builds():
 
 
 def test_tiny_demo_comment_lists_what_the_demo_builds():
-    from datasets_builders.registry import SOURCES
-    from pipelines import demo
+    from pipelines.flows.build import ALL
 
-    source = Path(demo.__file__).read_text()
-    built = [*SOURCES, *(n for n in ("multiround", "unnatural-blend") if f'builds["{n}"]' in source), demo.SEGMENTED]
-    assert sorted(_demo_datasets_from_comment()) == sorted(built)
+    assert sorted(_demo_datasets_from_comment()) == sorted(ALL)
 
 
 def test_tiny_demo_is_small_and_shaped_like_minigptv2():
     plan = load_plan(TINY_DEMO)
-    assert plan.model.preset == "tiny" and plan.model.checkpoint is None and plan.data_root == "data/datasets"
+    assert plan.model.preset == "tiny" and plan.model.checkpoint is None and plan.data_root == "demo-output/datasets"
     assert [s.name for s in plan.stages] == ["pretrain", "multitask", "instruct"]
     assert plan.total_steps <= 1000 and plan.checkpoint_every == 100
     for stage in plan.stages:

@@ -1,0 +1,97 @@
+"""The flows on one session-scoped Prefect test server: builds as cached tasks, their lineage
+artifacts and asset keys, and a builder's parts on a Ray cluster through prefect-ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from pipelines import lineage
+from pipelines.flows.build import ALL, build_all, build_vqa
+from pipelines.flows.train import latest_artifact
+from tests.pipelines.local import api
+
+pytestmark = pytest.mark.slow
+
+
+def task_states(flow_run_id) -> dict[str, str]:
+    """Task-run name prefix (``part-vqa-0``) -> state name, for one flow run (not its subflows)."""
+    runs = api("/task_runs/filter", {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "sort": "EXPECTED_START_TIME_ASC"})
+    return {run["name"].rsplit("-", 1)[0]: run["state"]["name"] for run in runs}
+
+
+def run(flow, **parameters):
+    state = flow(return_state=True, **parameters)
+    assert state.is_completed(), state.message
+    return state.state_details.flow_run_id, state.result()
+
+
+def test_build_all_publishes_verified_datasets_then_reruns_from_cache_and_rebuilds_only_what_a_change_reaches(
+        prefect_server, ray_cluster, tmp_path):
+    raw, out = tmp_path / "raw" / "sample-world", tmp_path / "datasets"
+    first_id, first = run(build_all, raw_root=str(raw), out_root=str(out), images=6, seed=2, records_per_part=4)
+    assert list(first) == list(ALL)
+    for name, summary in first.items():
+        assert summary["verified"] and not summary["reused"] and summary["samples"] > 0, name
+        urls = sorted(str(p) for p in (out / name).glob("*.tar"))
+        assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == summary["samples"], name
+        assert not (out / name / ".parts").exists(), name
+    states = task_states(first_id)
+    assert sum(1 for k in states if k.startswith("part-flickr30k-entities-")) == 2  # 6 records, 4 per part
+    assert {s for k, s in states.items() if k.startswith(("part-", "merge-"))} == {"Completed"}
+
+    table = latest_artifact(lineage.artifact_key("dataset", "vqa"))
+    rows = json.loads(table["data"])
+    assert {"what": "total", "count": first["vqa"]["samples"]}.items() <= rows[-1].items()
+    card = latest_artifact(lineage.artifact_key("lineage", "multiround"))["data"]
+    manifest = json.loads((out / "multiround" / "manifest.json").read_text())
+    assert manifest["fingerprint"][:16] in card and str(out / "vqa") in card  # upstream datasets with hashes
+    progress = latest_artifact(lineage.artifact_key("build-progress", "all"))
+    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+
+    again_id, again = run(build_all, raw_root=str(raw), out_root=str(out), images=6, seed=2, records_per_part=4)
+    assert all(s["reused"] for s in again.values())
+    assert {s for k, s in task_states(again_id).items() if k.startswith(("part-", "merge-"))} == {"Cached"}
+
+    instructions = raw / "unnatural-instructions" / "core_data.jsonl"  # one more record in one source
+    first_line = json.loads(instructions.read_text().splitlines()[0])
+    first_line["instances"][0]["output"] += " (checked)"
+    instructions.write_text(instructions.read_text() + json.dumps(first_line) + "\n")
+    changed_id, changed = run(build_all, raw_root=str(raw), out_root=str(out), images=None, records_per_part=4,
+                              overwrite=True)
+    rebuilt = {name for name, s in changed.items() if not s["reused"]}
+    assert rebuilt == {"unnatural-instructions", "unnatural-blend"}
+    assert changed["unnatural-instructions"]["read"] == first["unnatural-instructions"]["read"] + 1
+    states = task_states(changed_id)
+    assert states["merge-unnatural-blend"] == "Completed" and states["merge-vqa"] == "Cached"
+
+
+def test_a_different_dataset_at_the_output_is_refused_without_overwrite(prefect_server, tmp_path):
+    from pipelines.demo import ensure_sample_world
+
+    world, _ = ensure_sample_world(tmp_path / "raw", images=4, seed=0)
+    out = tmp_path / "vqa"
+    run(build_vqa, inputs=[str(world / "vqa")], out=str(out))
+    state = build_vqa(inputs=[str(world / "vqa")], out=str(out), limit=3, return_state=True)
+    assert state.is_failed() and str(out) in state.message and "overwrite" in state.message
+    _, replaced = run(build_vqa, inputs=[str(world / "vqa")], out=str(out), limit=3, overwrite=True)
+    assert replaced["read"] == 3
+
+
+def test_a_builder_runs_its_parts_on_a_ray_cluster(prefect_server, ray_cluster, tmp_path):
+    import ray
+
+    from pipelines.demo import ensure_sample_world
+
+    world, _ = ensure_sample_world(tmp_path / "raw", images=6, seed=1)
+    address = ray.get_runtime_context().gcs_address
+    _, local = run(build_vqa, inputs=[str(world / "vqa")], out=str(tmp_path / "local" / "vqa"), records_per_part=5)
+    _, on_ray = run(build_vqa, inputs=[str(world / "vqa")], out=str(tmp_path / "ray" / "vqa"), records_per_part=5,
+                    ray_address=address)
+    assert on_ray["verified"] and on_ray["samples"] == local["samples"]
+    shards = lambda root: [p.read_bytes() for p in sorted(Path(root).glob("*.tar"))]  # noqa: E731
+    assert len(shards(tmp_path / "ray" / "vqa")) > 1  # several parts, one shard each
+    assert shards(tmp_path / "ray" / "vqa") == shards(tmp_path / "local" / "vqa")  # byte-identical wherever parts ran
