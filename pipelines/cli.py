@@ -89,7 +89,7 @@ def server(
 ) -> None:
     """The project's local Prefect server (SQLite under <data-dir>/prefect, 127.0.0.1; port from
     CRAYONFLOW_PREFECT_PORT, default 4200): the UI, and the API that workers and deployments use."""
-    from pipelines.server import LocalServer, ensure_server, prefect_command, stop_server
+    from pipelines.server import LocalServer, ensure_server, exec_prefect, stop_server
 
     local = LocalServer(data_dir / "prefect")
     if stop:
@@ -98,8 +98,7 @@ def server(
     elif foreground:
         local.home.mkdir(parents=True, exist_ok=True)
         console.print(f"Prefect UI at {local.ui_url} (Ctrl-C stops it)")
-        raise typer.Exit(prefect_command(local, "server", "start", "--host", local.host, "--port",
-                                         str(local.port)).returncode)
+        exec_prefect(local, "server", "start", "--host", local.host, "--port", str(local.port))
     else:
         started = ensure_server(local)
         console.print(f"Prefect UI {'started' if started else 'already running'} at {local.ui_url}")
@@ -138,13 +137,13 @@ def worker(
     limit: Annotated[int, typer.Option(min=1, help="Flow runs at once (1 on 2 cores: training takes both).")] = 1,
 ) -> None:
     """A process worker for the local-process pool, in this terminal until Ctrl-C."""
-    from pipelines.server import LocalServer, prefect_command
+    from pipelines.server import LocalServer, exec_prefect
 
     local = LocalServer(data_dir / "prefect")
     if not local.healthy():
         console.print(f"[red]no Prefect server at {local.ui_url}[/red]: run make ui (or make deploy) first")
         raise typer.Exit(1)
-    raise typer.Exit(prefect_command(local, "worker", "start", "--pool", WORK_POOL, "--limit", str(limit)).returncode)
+    exec_prefect(local, "worker", "start", "--pool", WORK_POOL, "--limit", str(limit))
 
 
 def _print_datasets(data_dir: Path, datasets: dict[str, dict]) -> None:

@@ -72,6 +72,11 @@ def prefect_command(server: LocalServer, *args: str, **kwargs) -> subprocess.Com
     return subprocess.run([sys.executable, "-m", "prefect", *args], env=env, **kwargs)
 
 
+def exec_prefect(server: LocalServer, *args: str) -> None:
+    """Become ``prefect ARGS`` (for long-running commands: Ctrl-C and SIGTERM reach prefect itself)."""
+    os.execve(sys.executable, [sys.executable, "-m", "prefect", *args], {**os.environ, **server.env()})
+
+
 def ensure_server(server: LocalServer, *, wait_s: float = 90.0) -> bool:
     """Start the server in the background unless it already answers; wait until it is healthy.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, runtime, task
 from prefect.artifacts import (
+    Artifact,
     create_image_artifact,
     create_markdown_artifact,
     create_progress_artifact,
@@ -130,23 +131,10 @@ def record_consumers(consumed: dict[str, tuple[str, Path]], run: str) -> None:
     flow_run = runtime.flow_run.id
     for name, (asset, _) in consumed.items():
         key = lineage.artifact_key("lineage", name)
-        card = latest_artifact(key)
+        card = Artifact.get(key)
         version = asset.rsplit("/", 1)[1]
-        if card is None or not isinstance(card["data"], str) or version not in card["data"]:
+        if card is None or not isinstance(card.data, str) or version not in card.data:
             continue  # the card is of another version (rebuilt since), or the dataset never ran as a flow
         line = f"training run `{run}` (flow run {flow_run})"
-        create_markdown_artifact(lineage.add_consumer(card["data"], line), key=key,
-                                 description=card["description"])
+        create_markdown_artifact(lineage.add_consumer(card.data, line), key=key, description=card.description)
 
-
-def latest_artifact(key: str) -> dict | None:
-    """The newest version of a keyed artifact, as the API returns it. Asked over HTTP: in 3.8.8
-    ``Artifact.get`` and the client's ``read_artifacts`` send nulls that their own server refuses (422)."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    response = httpx.post(f"{PREFECT_API_URL.value()}/artifacts/filter", timeout=30, json={
-        "artifacts": {"key": {"any_": [key]}}, "sort": "UPDATED_DESC", "limit": 1, "offset": 0})
-    response.raise_for_status()
-    found = response.json()
-    return found[0] if found else None

@@ -22,15 +22,3 @@ def wait_for(check, what: str, timeout: float, every: float = 1.0):  # noqa: ANN
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
-
-def api(path: str, body: dict | None = None, *, limit: int = 200):  # noqa: ANN201 - the decoded JSON
-    """POST ``<PREFECT_API_URL><path>`` (a ``/…/filter`` endpoint) with ``body`` plus explicit
-    offset and limit. The 3.8.8 clients' ``read_*`` calls send nulls for unset fields, which the
-    server under our fastapi pin refuses (422), so tests ask the API directly."""
-    import httpx
-    from prefect.settings import PREFECT_API_URL
-
-    response = httpx.post(f"{PREFECT_API_URL.value()}{path}", json={"offset": 0, "limit": limit, **(body or {})},
-                          timeout=30)
-    response.raise_for_status()
-    return response.json()

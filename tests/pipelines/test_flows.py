@@ -11,16 +11,18 @@ import webdataset as wds
 
 from pipelines import lineage
 from pipelines.flows.build import ALL, build_all, build_vqa
-from pipelines.flows.train import latest_artifact
-from tests.pipelines.local import api
 
 pytestmark = pytest.mark.slow
 
 
 def task_states(flow_run_id) -> dict[str, str]:
     """Task-run name prefix (``part-vqa-0``) -> state name, for one flow run (not its subflows)."""
-    runs = api("/task_runs/filter", {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "sort": "EXPECTED_START_TIME_ASC"})
-    return {run["name"].rsplit("-", 1)[0]: run["state"]["name"] for run in runs}
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
 
 
 def run(flow, **parameters):
@@ -31,6 +33,8 @@ def run(flow, **parameters):
 
 def test_build_all_publishes_verified_datasets_then_reruns_from_cache_and_rebuilds_only_what_a_change_reaches(
         prefect_server, ray_cluster, tmp_path):
+    from prefect.artifacts import Artifact
+
     raw, out = tmp_path / "raw" / "sample-world", tmp_path / "datasets"
     first_id, first = run(build_all, raw_root=str(raw), out_root=str(out), images=6, seed=2, records_per_part=4)
     assert list(first) == list(ALL)
@@ -43,14 +47,14 @@ def test_build_all_publishes_verified_datasets_then_reruns_from_cache_and_rebuil
     assert sum(1 for k in states if k.startswith("part-flickr30k-entities-")) == 2  # 6 records, 4 per part
     assert {s for k, s in states.items() if k.startswith(("part-", "merge-"))} == {"Completed"}
 
-    table = latest_artifact(lineage.artifact_key("dataset", "vqa"))
-    rows = json.loads(table["data"])
+    table = Artifact.get(lineage.artifact_key("dataset", "vqa"))
+    rows = json.loads(table.data)
     assert {"what": "total", "count": first["vqa"]["samples"]}.items() <= rows[-1].items()
-    card = latest_artifact(lineage.artifact_key("lineage", "multiround"))["data"]
+    card = Artifact.get(lineage.artifact_key("lineage", "multiround")).data
     manifest = json.loads((out / "multiround" / "manifest.json").read_text())
     assert manifest["fingerprint"][:16] in card and str(out / "vqa") in card  # upstream datasets with hashes
-    progress = latest_artifact(lineage.artifact_key("build-progress", "all"))
-    assert progress["type"] == "progress" and float(progress["data"]) == 100.0
+    progress = Artifact.get(lineage.artifact_key("build-progress", "all"))
+    assert progress.type == "progress" and float(progress.data) == 100.0
 
     again_id, again = run(build_all, raw_root=str(raw), out_root=str(out), images=6, seed=2, records_per_part=4)
     assert all(s["reused"] for s in again.values())
