@@ -93,7 +93,7 @@ def test_the_ui_shows_the_demo_run_its_subflows_and_the_lineage_and_training_art
                                         "training-loss-tiny-demo", "eval-tiny-demo-val"))
         assert "build-progress-all" in keys and "training-progress" in keys
         card = ui.open_artifact("lineage-vqa")
-        assert "crayonflow://datasets/vqa/" in card and "Upstream inputs" in card and "training run `tiny-demo`" in card
+        assert "crayonflow://datasets/vqa/" in card and "Upstream inputs" in card and "training run tiny-demo" in card
         ui.screenshot(ARTIFACTS / "prefect-ui" / "lineage-vqa.png")
         mixture = ui.open_artifact("training-mixture-tiny-demo")
         assert mixture.splitlines()[0].split("\t")[:4] == ["stage", "dataset", "target", "realised"]
