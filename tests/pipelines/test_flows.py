@@ -11,6 +11,7 @@ import webdataset as wds
 
 from pipelines import lineage
 from pipelines.flows.build import ALL, build_all, build_vqa
+from tests.pipelines.local import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +21,26 @@ def task_states(flow_run_id) -> dict[str, str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+    def settled() -> dict[str, str] | None:  # task-run states reach the server as events, after the flow returns
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        if runs and all(run.state is not None and run.state.is_final() for run in runs):
+            return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+        return None
+
+    return wait_for(settled, f"the task runs of flow run {flow_run_id} to reach final states", 30, every=0.5)
+
+
+def materializations(asset: str) -> list[dict]:
+    """The asset's materialization events, from the API's event store (the self-hosted Event Feed)."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", timeout=30, json={"limit": 50, "filter": {
+        "event": {"name": ["prefect.asset.materialization.succeeded"]}, "resource": {"id": [asset]},
+        "occurred": {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}}})
+    response.raise_for_status()
+    return response.json()["events"]
 
 
 def run(flow, **parameters):
@@ -53,6 +71,11 @@ def test_build_all_publishes_verified_datasets_then_reruns_from_cache_and_rebuil
     card = Artifact.get(lineage.artifact_key("lineage", "multiround")).data
     manifest = json.loads((out / "multiround" / "manifest.json").read_text())
     assert manifest["fingerprint"][:16] in card and str(out / "vqa") in card  # upstream datasets with hashes
+    vqa = lineage.dataset_key("vqa", json.loads((out / "vqa" / "manifest.json").read_text())["fingerprint"])
+    [event] = wait_for(lambda: materializations(lineage.dataset_key("multiround", manifest["fingerprint"])),
+                       "the multiround asset event", 30)  # events reach the store asynchronously
+    assert vqa in {r["prefect.resource.id"] for r in event["related"]}  # its asset_deps: upstream datasets
+    assert event["payload"]["samples"] == first["multiround"]["samples"]  # metadata: counts and checksums
     progress = Artifact.get(lineage.artifact_key("build-progress", "all"))
     assert progress.type == "progress" and float(progress.data) == 100.0
 

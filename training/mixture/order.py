@@ -25,6 +25,10 @@ class DatasetOrder:
         self._key = (digest >> 32, digest & 0xFFFFFFFF)
         self._permutation = lru_cache(maxsize=2)(self._draw_permutation)
 
+    def __reduce__(self):
+        """Pickles as its inputs (DataLoader workers start from a forkserver); the cache is rebuilt there."""
+        return DatasetOrder, (self.rows, self.seed, self.identity)
+
     def __len__(self) -> int:
         return len(self.rows)
 

@@ -4,6 +4,10 @@ Each DataLoader worker produces whole local batches for its steps (``sharding.wo
 ``batch_size=None`` passes them through untouched, and torch takes workers round-robin, so the
 batches come out in step order whatever the worker count. Starting at any step is the same as
 having run up to it: nothing is buffered across steps.
+
+Workers start from a forkserver, not by forking the rank: a process that has run a Prefect flow
+carries Prefect's background services, whose at-exit drain fails in a forked child (exit code 1),
+and a clean start also keeps the rank's threads and locks out of the workers.
 """
 
 from __future__ import annotations
@@ -37,4 +41,5 @@ def stage_batches(loader: MixtureLoader, collator: Callable[[Sequence[Fetched]],
     if workers == 0:
         yield from steps
         return
-    yield from DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2)
+    yield from DataLoader(steps, batch_size=None, num_workers=workers, prefetch_factor=2,
+                          multiprocessing_context="forkserver")
