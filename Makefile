@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DATA  ?= demo-output
 CF    := $(VENV)/bin/crayonflow
 
-.PHONY: demo test bench ui ui-stop deploy worker clean
+.PHONY: demo test bench chaos ui ui-stop deploy worker clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,9 @@ bench: $(STAMP)  ## speed targets, as ratios against baselines measured in the s
 	$(PY) tests/benchmarks/bench_segment.py
 	$(PY) tests/benchmarks/bench_model.py
 	$(PY) tests/benchmarks/bench_training.py
+
+chaos: $(STAMP)  ## every fault-injection, hostile-input and scale scenario at full count -> docs/reliability.md
+	$(PY) -m tests.reliability.trials
 
 clean:
 	rm -rf $(VENV) $(DATA) data build *.egg-info .pytest_cache .import_linter_cache
