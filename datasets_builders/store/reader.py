@@ -137,6 +137,11 @@ class ShardDataset:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def __getstate__(self) -> dict:
+        # A copy in another process (a DataLoader worker) opens its own descriptors: numbers from
+        # this process would name nothing there, or the wrong file.
+        return {**self.__dict__, "_fds": {}}
+
     def __del__(self) -> None:
         # A builder's layout holds its input datasets without closing them; a partitioned build
         # locates them once per part, so descriptors must go with the layout, not pile up.

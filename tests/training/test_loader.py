@@ -69,8 +69,9 @@ def test_dataloader_workers_change_nothing_about_the_batches_or_their_order(data
 
     p = plan(data_root)
     collator = Collator(InputSpec.of(build_model(tiny())), seed=0)
-    inline = [(s, b.keys) for s, b in stage_batches(MixtureLoader(p), collator, 0, 3, end=11)]
-    pooled = [(s, b.keys) for s, b in stage_batches(MixtureLoader(p), collator, 0, 3, end=11, workers=2)]
+    loader = MixtureLoader(p)  # one loader: the inline pass leaves shard descriptors open in it
+    inline = [(s, b.keys) for s, b in stage_batches(loader, collator, 0, 3, end=11)]
+    pooled = [(s, b.keys) for s, b in stage_batches(loader, collator, 0, 3, end=11, workers=2)]
     assert inline == pooled and [s for s, _ in inline] == list(range(3, 11))
 
 
