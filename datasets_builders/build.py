@@ -21,7 +21,7 @@ from datasets_builders.store import BuildSpec, DatasetWriter, DuplicateKeyError,
 
 # A record whose fields have the wrong shape raises one of these inside a converter; it is
 # rejected with the exception's message instead of stopping a build of millions of records.
-MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError)
+MALFORMED = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,9 @@ def _convert(module: SourceModule, record: object, writer: DatasetWriter) -> Non
     source = record.source  # type: ignore[attr-defined]
     try:
         outcomes = list(module.to_samples(record))  # all or nothing: a record fails before any write
+        for outcome in outcomes:  # text that cannot be stored as UTF-8 (a lone surrogate) fails here too
+            if isinstance(outcome, Sample):
+                outcome.members()
     except RecordError as e:
         writer.reject(source, e.stage, str(e))
         return

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from datasets_builders.registry import DERIVED, SOURCES
-from datasets_builders.store import DatasetExistsError, ManifestError, load_manifest, verify_dataset
+from datasets_builders.store import DatasetExistsError, DatasetWriteError, ManifestError, load_manifest, verify_dataset
 from datasets_builders.store.index import REJECTS_SCHEMA, read_table
 from datasets_builders.store.layout import REJECTS_INDEX
 
@@ -195,7 +195,7 @@ def make_build_command(labeler_factory: LabelerFactory | None = None) -> Callabl
             try:
                 result = build_dataset(source, inputs, out, limit=limit, split=split, overwrite=overwrite,
                                        options=options, progress=lambda: bar.advance(task))
-            except (InputFormatError, DatasetExistsError, ValueError) as e:
+            except (InputFormatError, DatasetExistsError, DatasetWriteError, ValueError) as e:  # a full disk: one line
                 console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
                 raise typer.Exit(2 if isinstance(e, InputFormatError) else 1) from None
         m, seconds = result.manifest, time.perf_counter() - started

@@ -22,9 +22,13 @@ for _inherited in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_UI_API_URL"):
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[None]:
+    """One local cluster for the session, bound to 127.0.0.1 like the ones Crayonflow starts."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
+    from datasets_builders.ray_session import loopback_node
+
+    with loopback_node():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
     # Samples differ in their members (text-only, optional crayon maps), so columns are sparse;
     # Ray's automatic cast of such columns to tensors fails on the missing values.
     ray.data.DataContext.get_current().enable_tensor_extension_casting = False

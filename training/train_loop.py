@@ -2,15 +2,19 @@
 
 1. Who am I (rank, world), what device, which plan.
 2. Start: the last reported checkpoint if Ray hands one over (a retry, or a re-run of the same
-   run name), else the plan's model at stage 0 step 0.
+   run name), else the plan's model at stage 0 step 0. A handed-over checkpoint that fails its
+   checksums (truncated, corrupted, a file gone) is skipped for the newest earlier one of the run
+   that verifies, with a warning.
 3. For each remaining stage: its start weights (``previous`` = the model as it is), its
    trainable parts, DDP (or FSDP) around the model, AdamW, then the stage's batches from the
    mixture loader, each one forward, backward, step.
 4. Every ``log_every`` steps all ranks report metrics (loss per task, summed over ranks; the
    realised mixture; the learning rate); every ``checkpoint_every`` steps and at each stage's end
    rank 0 also writes a training checkpoint that Ray keeps. At each stage's end rank 0 writes the
-   plain model checkpoint ``<run>/stage-<k>`` too. Every rank appends the keys of each step's
-   samples to ``<run>/seen-rank-<r>.jsonl``, so what any step trained on can be looked up.
+   plain model checkpoint ``<run>/stage-<k>`` too, before that stage's last training checkpoint: a
+   worker lost in between is retried from an earlier one and writes it again, never skips it.
+   Every rank appends the keys of each step's samples (and its pid) to
+   ``<run>/seen-rank-<r>.jsonl``, so what any step trained on can be looked up.
 
 Dual LoRA (a stage whose ``adapter`` names one adapter per dataset, in per_batch mode): both
 adapters stay active and trainable under DDP; after backward the gradients of the adapters not
@@ -26,6 +30,7 @@ case under test).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -39,7 +44,7 @@ from models.build import build_model
 from models.checkpoint import load_model, save_model
 from models.inputs import InputSpec
 from models.presets import PRESETS
-from training.checkpoint import (load_training_model, read_optimizer_state, read_training_state,
+from training.checkpoint import (load_training_model, read_optimizer_state, restorable_checkpoint,
                                  save_training_checkpoint)
 from training.collate import Collator
 from training.mixture.loader import MixtureLoader
@@ -49,6 +54,8 @@ from training.optim import learning_rate, make_optimizer, set_learning_rate
 from training.plan import Plan, parse_plan
 
 FAIL_DELAY_S = 3.0  #: a test failure waits this long, so it tests resuming, not a report in flight
+
+_log = logging.getLogger(__name__)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -67,10 +74,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     resumed = ray.train.get_checkpoint()
     optimizer_state = None
     if resumed is not None:
-        with resumed.as_directory() as folder:
-            state = read_training_state(Path(folder)).loader
-            model = load_training_model(Path(folder))
-            optimizer_state = read_optimizer_state(Path(folder))
+        with resumed.as_directory() as latest:
+            folder, restored = restorable_checkpoint(Path(latest), _earlier_checkpoints(run_dir, Path(resumed.path)))
+            if folder != Path(latest):
+                _log.warning("rank %d: %s does not verify; resuming from %s (%s)", rank, resumed.path, folder,
+                             restored.loader)
+            state = restored.loader
+            model = load_training_model(folder)
+            optimizer_state = read_optimizer_state(folder)
     else:
         state, model = LoaderState(), start_model(plan)
     loader = MixtureLoader(plan, data_root=Path(config["data_root"]) if config.get("data_root") else None,
@@ -104,7 +115,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             _maybe_fail(config, run_dir, plan, s, step, rank)
             state, done = state.advance(stage.num_steps), step + 1
 
-            # 4. report, checkpoint
+            # 4. report, checkpoint (the stage's model first: a retry from its last checkpoint starts the next stage)
+            if done == stage.num_steps and rank == 0:
+                save_model(model, run_dir / f"stage-{s + 1}", extra={
+                    "stage": stage.name, "plan": plan.name, "realised": loader.realised(s, stage.num_steps),
+                    "epochs": loader.epochs(s, stage.num_steps)})
             checkpoint_now = done % plan.checkpoint_every == 0 or done == stage.num_steps
             if checkpoint_now or done % plan.log_every == 0:
                 metrics = window.metrics(world) | {"stage": s, "stage_name": stage.name, "step": done,
@@ -113,10 +128,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                                    "epochs": loader.epochs(s, done)}
                 _report(metrics, model, optimizer, state, stage.name, checkpoint_now and rank == 0, run_dir, rank)
                 window = _Window()
-        if rank == 0:
-            save_model(model, run_dir / f"stage-{s + 1}", extra={
-                "stage": stage.name, "plan": plan.name, "realised": loader.realised(s, stage.num_steps),
-                "epochs": loader.epochs(s, stage.num_steps)})
 
 
 def start_model(plan: Plan):  # noqa: ANN201 - a GroundedVLM
@@ -200,10 +211,17 @@ def _append_progress(run_dir: Path, metrics: dict) -> None:
 
 
 def _record_seen(run_dir: Path, rank: int, stage: int, step: int, keys: list[str]) -> None:
-    """What each step trained on, per rank: ``seen-rank-<r>.jsonl`` answers "what did step N see"."""
+    """What each step trained on, per rank: ``seen-rank-<r>.jsonl`` answers "what did step N see"
+    (and which process trained it: a retry after a lost worker shows as a new pid)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / f"seen-rank-{rank}.jsonl").open("a") as f:
-        f.write(json.dumps({"stage": stage, "step": step, "keys": keys}) + "\n")
+        f.write(json.dumps({"stage": stage, "step": step, "keys": keys, "pid": os.getpid()}) + "\n")
+
+
+def _earlier_checkpoints(run_dir: Path, latest: Path) -> list[Path]:
+    """The run's other checkpoint folders that Ray wrote before ``latest``, newest first (Ray names
+    them ``checkpoint_<timestamp>``, so name order is age order)."""
+    return sorted((p for p in run_dir.glob("checkpoint_*") if p.is_dir() and p.name < latest.name), reverse=True)
 
 
 def _wrap(model, strategy: str, world: int):  # noqa: ANN001, ANN202

@@ -9,6 +9,7 @@ counts each yielded record as read, so every record ends up written or rejected.
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -19,6 +20,21 @@ from typing import Any, Protocol
 import xxhash
 
 from datasets_builders.formats.schema import Sample, Source
+
+
+#: errno values of I/O errors that may pass on a retry (a flaky mount, a busy file), unlike bad input
+TRANSIENT_ERRNOS = frozenset({errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE, errno.ECONNRESET,
+                              errno.EINTR})
+
+
+def is_transient(error: BaseException | None) -> bool:
+    """Whether ``error`` or one of its causes is an I/O error worth retrying. Readers re-raise
+    these instead of turning them into rejects or input errors, so an orchestrator can retry."""
+    while error is not None:
+        if isinstance(error, TimeoutError | ConnectionError) or getattr(error, "errno", None) in TRANSIENT_ERRNOS:
+            return True
+        error = error.__cause__
+    return False
 
 
 class InputFormatError(ValueError):
@@ -109,7 +125,11 @@ def read_json(path: Path) -> Any:
             return json.load(f)
     except json.JSONDecodeError as e:
         raise InputFormatError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:  # json's decoder gives up on arrays/objects nested thousands deep
+        raise InputFormatError(f"{path}: not usable JSON (nested too deeply to parse)") from None
     except (OSError, UnicodeDecodeError) as e:
+        if is_transient(e):
+            raise
         raise InputFormatError(f"{path}: cannot read ({e})") from None
 
 

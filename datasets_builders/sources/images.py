@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from datasets_builders.formats.schema import Image
-from datasets_builders.sources.contract import InputFormatError, RecordError
+from datasets_builders.sources.contract import InputFormatError, RecordError, is_transient
 
 STORED_FORMATS = {"JPEG": "jpg", "PNG": "png"}
 MAX_PIXELS = 64 * 1024 * 1024  # a larger "image" is refused as a possible decompression bomb
@@ -49,6 +49,8 @@ def load_image(path: Path, expect_size: tuple[int, int] | None = None) -> Image:
     except FileNotFoundError:
         raise RecordError(f"image file {path} is missing", "image") from None
     except OSError as e:
+        if is_transient(e):
+            raise  # a retry may read it
         raise RecordError(f"image file {path} cannot be read ({e})", "image") from None
     cache_key = (str(path), stat.st_mtime_ns, stat.st_size)
     image = _CACHE.get(cache_key)
@@ -71,6 +73,8 @@ def decode_file(path: Path, what: str) -> tuple[bytes, PILImage.Image]:
     except FileNotFoundError:
         raise RecordError(f"{what} {path} is missing", "image") from None
     except OSError as e:
+        if is_transient(e):
+            raise  # a retry may read it
         raise RecordError(f"{what} {path} cannot be read ({e})", "image") from None
     return data, decode_bytes(data, f"{what} {path}")
 
@@ -107,5 +111,7 @@ def _decode(path: Path) -> Image:
     try:
         data = path.read_bytes()
     except OSError as e:
+        if is_transient(e):
+            raise  # a retry may read it
         raise RecordError(f"image file {path} cannot be read ({e})", "image") from None
     return image_from_bytes(data, f"image {path}")

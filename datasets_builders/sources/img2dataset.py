@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import tarfile
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,8 @@ def load_meta(record: WebRecord) -> dict[str, Any]:
                           f"(line {e.lineno}, column {e.colno}: {e.msg})", "read") from None
     except UnicodeDecodeError as e:
         raise RecordError(f"{record.where}: {record.key}.json is not UTF-8 ({e.reason})", "read") from None
+    except RecursionError:
+        raise RecordError(f"{record.where}: {record.key}.json is nested too deeply to parse", "read") from None
     if not isinstance(doc, dict):
         raise RecordError(f"{record.where}: {record.key}.json is a {type(doc).__name__}, not a JSON object", "read")
     return doc
@@ -179,6 +182,7 @@ def _index_tar(path: Path) -> tuple[dict[str, dict[str, Member]], list[tuple[str
     """Key -> extension -> member, from the headers only; plus (source id, reason) of what is refused."""
     found: dict[str, dict[str, Member]] = {}
     problems: list[tuple[str, str]] = []
+    refusals: Counter[str] = Counter()
     count = 0
     try:
         with tarfile.open(path, "r:") as tar:
@@ -186,7 +190,10 @@ def _index_tar(path: Path) -> tuple[dict[str, dict[str, Member]], list[tuple[str
                 count += 1
                 key, _, ext = info.name.partition(".")
                 if refused := _refused(info, key, ext, found):
-                    problems.append((f"{path.name}:{info.name}", f"{path.name}: member {info.name!r} {refused}"))
+                    # a name refused again gets "#<n>": each refusal is its own reject, so the counts reconcile
+                    refusals[info.name] += 1
+                    again = f"#{refusals[info.name]}" if refusals[info.name] > 1 else ""
+                    problems.append((f"{path.name}:{info.name}{again}", f"{path.name}: member {info.name!r} {refused}"))
                 else:
                     found.setdefault(key, {})[ext] = Member(info.offset_data, info.size)
             end = tar.offset

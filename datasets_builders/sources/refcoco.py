@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import pickle
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +111,13 @@ def read_records(layout: Layout, split: str | None) -> Iterator[RefRecord | Reje
     chosen = sorted(parsed, key=lambda r: (r.image_id, r.ref_id))
     names = (image.file_name for r in chosen if isinstance(image := images.get(r.image_id), CocoImage))
     image_dir = locate_images(layout.root, names, fallback=layout.root)
+    seen: Counter[int] = Counter()
     for r in chosen:
+        seen[r.ref_id] += 1
+        if seen[r.ref_id] > 1:  # a repeat cannot be a record under the same id: it is rejected as the n-th
+            yield Reject(Source(NAME, f"{r.ref_id}#{seen[r.ref_id]}"), "read",
+                         f"{layout.refs.name}: ref_id {r.ref_id} occurs more than once; the first is read")
+            continue
         yield RefRecord(Source(NAME, str(r.ref_id)), r.ref, r.ref_id, r.image_id, r.split, images, boxes, image_dir)
 
 

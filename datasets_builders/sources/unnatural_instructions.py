@@ -91,7 +91,7 @@ def read_records(layout: Layout, split: str | None) -> Iterator[UnnaturalRecord 
                 continue  # a blank line (a trailing newline) is not a record
             try:
                 data = json.loads(raw)
-            except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, nested too deep
                 yield Reject(Source(NAME, f"{layout.name}:{number}"), "read",
                              f"{layout.name} line {number}: not valid JSON ({_why(e)})")
                 continue
@@ -135,11 +135,13 @@ def _lines(layout: Layout) -> Iterator[IO[bytes]]:
         yield f
 
 
-def _why(error: ValueError) -> str:
+def _why(error: ValueError | RecursionError) -> str:
     if isinstance(error, json.JSONDecodeError):
         return f"{error.msg} at column {error.colno}"
     if isinstance(error, UnicodeDecodeError):
         return f"not UTF-8 at byte {error.start}"
+    if isinstance(error, RecursionError):
+        return "nested too deeply to parse"
     return str(error)
 
 

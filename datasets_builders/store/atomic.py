@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -31,9 +33,18 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+@contextmanager
+def discarded_on_error(tmp: Path) -> Iterator[Path]:
+    """Remove the temp file ``tmp`` if writing it fails (a full disk): no half-written file stays."""
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_bytes_atomic(final: Path, data: bytes) -> None:
-    tmp = temp_name(final)
-    with open(tmp, "wb") as f:
+    with discarded_on_error(temp_name(final)) as tmp, open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

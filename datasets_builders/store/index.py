@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datasets_builders.store.atomic import publish, temp_name
+from datasets_builders.store.atomic import discarded_on_error, publish, temp_name
 
 MEMBER_TYPE = pa.struct(
     [("ext", pa.string()), ("offset", pa.int64()), ("size", pa.int64()), ("xxh3", pa.uint64())]
@@ -111,10 +111,10 @@ def rejects_table(rows: list[tuple[str, str, str, str]]) -> pa.Table:
 
 
 def write_table_atomic(table: pa.Table, path: Path) -> None:
-    tmp = temp_name(path)
-    pq.write_table(table, tmp, compression="zstd")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    with discarded_on_error(temp_name(path)) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     publish(tmp, path)
 
 

@@ -355,9 +355,10 @@ class DatasetWriter:
             for name in {self.spec.name, journal.get("name", self.spec.name)}:
                 self._wipe_from(name, 0)
             shutil.rmtree(self._journal, ignore_errors=True)
-            self._journal.mkdir()
             spec = {"fingerprint": self.fingerprint, "name": self.spec.name}
-            write_bytes_atomic(self._journal / "spec.json", encode_json(spec))
+            with self._io_guard("starting the build journal"):  # a full disk can strike here first
+                self._journal.mkdir()
+                write_bytes_atomic(self._journal / "spec.json", encode_json(spec))
         for name in (SAMPLES_INDEX, REJECTS_INDEX):
             (self.root / name).unlink(missing_ok=True)
 

@@ -18,7 +18,6 @@ otherwise the task runs again. Parts run in a thread pool here, or as Ray tasks 
 from __future__ import annotations
 
 import contextvars
-import errno
 import json
 import threading
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from datasets_builders.partitioned import BuildPlan, PartResult, build_part, merge_parts, plan_build
 from datasets_builders.registry import DERIVED, SOURCES
-from datasets_builders.sources.contract import Options
+from datasets_builders.sources.contract import Options, is_transient
 from datasets_builders.store import BuildSpec, ManifestError, load_manifest, verify_dataset
 from datasets_builders.store.index import REJECTS_SCHEMA, read_table
 from datasets_builders.store.layout import REJECTS_INDEX
@@ -50,15 +49,11 @@ from pipelines.flows.segment import segment_panoptic
 RECORDS_PER_PART = 256  #: input records per part task (a record may make several samples)
 THREADS = 4  #: parallel tasks of the local thread pool
 CACHED = INPUTS + TASK_SOURCE
-TRANSIENT = {errno.EIO, errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE, errno.ECONNRESET, errno.EINTR}
 
 
 def transient_io(task, task_run, state) -> bool:  # noqa: ANN001 - Prefect's retry_condition_fn signature
     """Retry only I/O errors that may pass (a flaky mount, a busy file); bad input fails at once."""
-    error = state.result(raise_on_failure=False)
-    while error is not None and not isinstance(error, OSError):
-        error = error.__cause__
-    return isinstance(error, TimeoutError | ConnectionError) or getattr(error, "errno", None) in TRANSIENT
+    return is_transient(state.result(raise_on_failure=False))
 
 
 @task(name="plan", cache_policy=NO_CACHE)

@@ -25,6 +25,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402 - after the usage-stats switch
 
+from datasets_builders.ray_session import loopback_node  # noqa: E402
 from datasets_builders.sample_world.world import write_sample_world  # noqa: E402
 from datasets_builders.segment.run import configure, segment_folder  # noqa: E402
 
@@ -97,7 +98,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         scratch = Path(tmp)
         images = input_folder(scratch, args.images)
-        ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
+        with loopback_node():
+            ray.init(num_cpus=max(2, os.cpu_count() or 2), include_dashboard=False, log_to_driver=False)
         try:
             same = cpu_bench(scratch, images, args.batch_size, args.rounds)
             if args.gpu:

@@ -25,6 +25,7 @@ import webdataset as wds  # noqa: E402
 import yaml  # noqa: E402
 
 from datasets_builders.build import build_dataset  # noqa: E402
+from datasets_builders.ray_session import loopback_node  # noqa: E402
 from datasets_builders.sample_world.world import write_sample_world  # noqa: E402
 from datasets_builders.store import ShardDataset  # noqa: E402
 from models.build import build_model  # noqa: E402
@@ -99,7 +100,8 @@ def training_bench(scratch: Path, root: Path, steps: int) -> None:
 
     from training.launch import train
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    with loopback_node():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         rates = {}
         for workers in (1, 2):

@@ -108,6 +108,8 @@ def main() -> None:
         for outcome in result if isinstance(result, list) else [result]:
             outcome.seconds = outcome.seconds or time.monotonic() - start
             print(f"   {outcome.fault}: {outcome.survived}/{outcome.trials} survived, {outcome.lost} lost", flush=True)
+            for line in outcome.failures:
+                print(f"     {line}", flush=True)
             outcomes.append(outcome)
     print(table(outcomes))
     if not args.no_report and not args.names:

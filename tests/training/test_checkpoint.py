@@ -8,7 +8,7 @@ import torch
 from models.build import build_model
 from models.presets import tiny
 from training.checkpoint import (TrainingCheckpointError, load_training_model, read_optimizer_state,
-                                 read_training_state, save_training_checkpoint)
+                                 read_training_state, restorable_checkpoint, save_training_checkpoint)
 from training.mixture.state import LoaderState
 from training.optim import make_optimizer
 
@@ -54,3 +54,26 @@ def test_the_loader_state_steps_through_a_stage_and_into_the_next():
     assert LoaderState(0, 3).advance(5) == LoaderState(0, 4)
     assert LoaderState(0, 4).advance(5) == LoaderState(1, 0)
     assert LoaderState.from_dict(LoaderState(2, 9).to_dict()) == LoaderState(2, 9)
+
+
+def test_a_changed_value_in_state_json_is_detected_by_its_own_checksum(saved):
+    folder, _, _ = saved
+    path = folder / "state.json"
+    path.write_text(path.read_text().replace('"step": 7', '"step": 8'))  # still valid JSON, files intact
+    with pytest.raises(TrainingCheckpointError, match="state.json does not match its own checksum"):
+        read_training_state(folder)
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_earlier_one_that_verifies(saved, tmp_path):
+    folder, model, optimizer = saved
+    older = save_training_checkpoint(tmp_path / "older", model, optimizer, LoaderState(1, 2), "multitask")
+    oldest = save_training_checkpoint(tmp_path / "oldest", model, optimizer, LoaderState(0, 5), "multitask")
+    assert restorable_checkpoint(folder, [older, oldest])[0] == folder  # the latest, when it verifies
+    (folder / "optimizer.pt").unlink()
+    chosen, state = restorable_checkpoint(folder, [older, oldest])
+    assert (chosen, state.loader) == (older, LoaderState(1, 2))
+    (older / "model" / "trainable.safetensors").write_bytes(b"")
+    (oldest / "state.json").unlink()
+    with pytest.raises(TrainingCheckpointError, match="no checkpoint to resume from verifies: .*optimizer.pt.*"
+                                                      "trainable.safetensors.*no readable state.json"):
+        restorable_checkpoint(folder, [older, oldest])
