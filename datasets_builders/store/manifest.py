@@ -17,7 +17,7 @@ import xxhash
 
 from datasets_builders.formats.schema import encode_json
 from datasets_builders.store.atomic import write_bytes_atomic
-from datasets_builders.store.layout import DATASET_NAME, MANIFEST
+from datasets_builders.store.layout import DATASET_NAME, MANIFEST, REJECTS_INDEX, SAMPLES_INDEX, shard_pattern
 from datasets_builders.store.lineage import code_hash, content_hash
 
 FORMAT = "crayonflow-dataset/1"
@@ -138,6 +138,15 @@ class Manifest:
     created: str  #: UTC, ISO 8601
     repairs: Mapping[str, int] = field(default_factory=dict)  #: fixes the spec allows, counted by kind
     by_source: Mapping[str, int] = field(default_factory=dict)  #: samples per source dataset (blends keep both)
+
+    def __post_init__(self) -> None:
+        # Readers open these names under the dataset folder: a manifest we did not write must not
+        # point them anywhere else (``../x.tar``, an absolute path, another dataset's shards).
+        pattern = shard_pattern(self.spec.name)
+        if bad := [s.name for s in self.shards if not pattern.match(s.name)]:
+            raise ValueError(f"shard names {bad[:3]} are not {self.spec.name}-NNNNNN.tar files of this folder")
+        if bad := sorted(set(self.index) - {SAMPLES_INDEX, REJECTS_INDEX}):
+            raise ValueError(f"index files {bad[:3]} are not {SAMPLES_INDEX} or {REJECTS_INDEX}")
 
     @property
     def total_bytes(self) -> int:

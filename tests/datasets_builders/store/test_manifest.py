@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from datasets_builders.store import DatasetNotCommittedError, InputRef, Manifest, ShardDataset, load_manifest
+from datasets_builders.store import (DatasetNotCommittedError, InputRef, Manifest, ManifestError, ShardDataset,
+                                     load_manifest)
 from datasets_builders.store.lineage import code_revision, content_hash
 from tests.builds import build, make_samples, spec_for
 
@@ -78,3 +79,16 @@ def test_an_upstream_dataset_is_identified_by_its_shards_not_by_when_it_was_buil
 def test_readers_refuse_an_unfinished_build(tmp_path):
     with pytest.raises(DatasetNotCommittedError, match="not a committed dataset.*run the build again to resume"):
         ShardDataset(tmp_path)
+
+
+@pytest.mark.parametrize("shard", ["../x-000000.tar", "/etc/passwd", "other-000000.tar", "sub/ds-000000.tar"])
+def test_a_manifest_naming_files_outside_its_folder_is_refused_before_anything_opens_them(tmp_path, shard):
+    build(tmp_path / "ds", make_samples(3), spec_for(max_samples=2))
+    path = tmp_path / "ds" / "manifest.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "shards": [{**doc["shards"][0], "name": shard}, *doc["shards"][1:]]}))
+    with pytest.raises(ManifestError, match=f"{path}: unreadable manifest .*not .*-NNNNNN.tar files of this folder"):
+        ShardDataset(tmp_path / "ds")
+    path.write_text(json.dumps({**doc, "index": {**doc["index"], "../outside.parquet": doc["index"]["samples.parquet"]}}))
+    with pytest.raises(ManifestError, match="index files .*outside.parquet.* are not samples.parquet"):
+        load_manifest(tmp_path / "ds")
