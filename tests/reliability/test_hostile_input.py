@@ -4,6 +4,8 @@ each built for real in a forked child; any crash, hang, unnamed refusal or lost 
 from __future__ import annotations
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.reliability.hostile_input import SCENARIOS
 
@@ -111,3 +113,48 @@ def test_text_that_is_not_storable_as_utf8_rejects_its_record(clean, tmp_path): 
     write_tar(root / "00000.tar", entries)
     assert isolated(build_and_check, "image-text", root, tmp_path / "out", _web_keys(root),
                     r"UnicodeEncodeError", (), True) == (True, "", 0)
+
+
+# Hypothesis: any JSON value at any node of a builder's annotation file. The seeded mutator above
+# gives the table its counts; this gives a failure its smallest input (hypothesis shrinks it).
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8)
+JSON_BUILDERS = ("coco-panoptic", "refcoco", "vqa", "coco-captions", "llava", "unnatural-instructions")
+
+
+def _replace_a_node(doc, data):
+    """``doc`` with one node, chosen by hypothesis (descending mostly), replaced by a JSON value."""
+    if isinstance(doc, dict | list) and doc and data.draw(st.integers(0, 7), label="descend") > 0:
+        key = data.draw(st.sampled_from(sorted(doc) if isinstance(doc, dict) else range(len(doc))))
+        doc[key] = _replace_a_node(doc[key], data)
+        return doc
+    return data.draw(JSON_VALUES, label="value")
+
+
+@pytest.mark.parametrize("name", JSON_BUILDERS)
+@settings(max_examples=8, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_json_value_anywhere_is_written_or_rejected_with_a_reason(name, clean, tmp_path_factory, data):
+    import json
+    import shutil
+
+    from tests.reliability.hostile_input import build_and_check, expected_records, isolated
+
+    work = tmp_path_factory.mktemp(f"hypothesis-{name}")
+    root = work / "raw"
+    shutil.copytree(clean[name][0].root, root)
+    target = max((p for p in root.rglob("*.json*") if not p.name.endswith("_stats.json")), key=lambda p: p.stat().st_size)
+    if target.suffix == ".jsonl":
+        lines = target.read_text().splitlines()
+        i = data.draw(st.integers(0, len(lines) - 1), label="line")
+        lines[i] = json.dumps(_replace_a_node(json.loads(lines[i]), data))
+        target.write_text("\n".join(lines) + "\n")
+    else:
+        target.write_text(json.dumps(_replace_a_node(json.loads(target.read_text()), data)))
+    verdict = isolated(build_and_check, name, root, work / "out", expected_records(name, root))
+    shutil.rmtree(work)
+    assert verdict[0] and verdict[2] == 0, f"{target.name}: {verdict[1]} (lost {verdict[2]})"
