@@ -7,8 +7,8 @@ every record of the input is written or in rejects.parquet with a reason. A cras
 created outside the output folder or a record that vanishes breaks that promise.
 
 Each trial copies a clean raw folder (the sample world, and the real panopticapi and Flickr30k
-Entities samples where /work/shared/fixtures has them), damages it with a seeded mutation, and
-builds it in a forked child with a time bound, so a hang is killed and reported rather than
+Entities samples where ``tests.fixtures.FIXTURES`` has them), damages it with a seeded mutation,
+and builds it in a forked child with a time bound, so a hang is killed and reported rather than
 stalling the run. "Lost" counts records of the damaged input (counted here, independently of the
 parsers) that the build neither wrote nor rejected.
 """
@@ -33,11 +33,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tests.fixtures import FIXTURES
 from tests.reliability.trials import Outcome, Scenario
 
 TRIAL_SECONDS = 60  #: per-input time bound: a build of these few-record folders takes well under a second
 EXTRA_RSS = 192 * 1024 * 1024  #: a trial grows the child by ~40 MiB; a decoded bomb (>= 64 Mpx) or a slurped member (>= 300 MiB) would not fit
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures"
 WORLD_IMAGES = 4
 
 Verdict = tuple[bool, str, int]  #: (survived, why not, records lost)
