@@ -32,8 +32,17 @@ def prefect_api(workdir: Path, *, current_api: bool) -> Iterator[str]:
     try:
         with using(server):
             yield server.api_url
+            _flush_events()
     finally:
         stop_server(server)
+
+
+def _flush_events() -> None:
+    """Send this process's queued events while their server is still up: otherwise Prefect's
+    at-exit drain retries each against the stopped server for a minute (several minutes per run)."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30)
 
 
 def child_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
