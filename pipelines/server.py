@@ -2,8 +2,10 @@
 
 Never a user's global ``~/.prefect`` and never Prefect Cloud: every setting that decides where
 runs, results and caches go is pinned here, so ``make demo`` and ``make ui`` share one server
-and one cache, and nothing else does. The server itself is ``prefect server start`` (its
-``--background`` mode keeps a pid file in PREFECT_HOME, which ``prefect server stop`` reads).
+and one cache, and nothing else does. The server itself is ``prefect server start`` in its own
+session, its output in ``server.log`` and its pid in PREFECT_HOME's ``server.pid``, which
+``prefect server stop`` reads. Not ``--background``: that mode hands the server pipes nobody
+reads once the starting command exits, so its logs are lost and a write to them fails.
 """
 
 from __future__ import annotations
@@ -88,17 +90,21 @@ def ensure_server(server: LocalServer, *, wait_s: float = 90.0) -> bool:
     (server.home / "server.pid").unlink(missing_ok=True)  # a stale pid file from a killed server
     log = server.home / "server.log"
     with log.open("ab") as out:
-        started = prefect_command(server, "server", "start", "--background", "--host", server.host,
-                                  "--port", str(server.port), stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+        process = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", server.host,
+                                    "--port", str(server.port)],
+                                   env={**os.environ, **server.env(), "PREFECT_SERVER_LOGGING_LEVEL": "WARNING"},
+                                   stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True)  # outlives this command, as make demo promises
+    (server.home / "server.pid").write_text(str(process.pid))
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         if server.healthy():
             return True
         time.sleep(0.5)
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise ServerError(f"the Prefect server on {server.ui_url} did not become healthy in {wait_s:.0f} s "
-                      f"(`prefect server start` exited {started.returncode}); its log is {log}:\n{tail}")
+    state = f"exited {process.returncode}" if process.poll() is not None else f"not healthy in {wait_s:.0f} s"
+    raise ServerError(f"the Prefect server on {server.ui_url} did not come up (`prefect server start` {state}); "
+                      f"its log is {log}:\n{tail}")
 
 
 def stop_server(server: LocalServer) -> None:
