@@ -124,10 +124,9 @@ def write_records(
 def _convert(module: SourceModule, record: object, writer: DatasetWriter) -> None:
     source = record.source  # type: ignore[attr-defined]
     try:
-        outcomes = list(module.to_samples(record))  # all or nothing: a record fails before any write
-        for outcome in outcomes:  # text that cannot be stored as UTF-8 (a lone surrogate) fails here too
-            if isinstance(outcome, Sample):
-                outcome.members()
+        # all or nothing: a record fails before any write, text that cannot be stored as UTF-8
+        # (a lone surrogate) included, so each sample is encoded here, once, for the writer
+        outcomes = [(o, o.members() if isinstance(o, Sample) else None) for o in module.to_samples(record)]
     except RecordError as e:
         writer.reject(source, e.stage, str(e))
         return
@@ -135,10 +134,10 @@ def _convert(module: SourceModule, record: object, writer: DatasetWriter) -> Non
         writer.reject(source, "convert", f"malformed record ({type(e).__name__}: {e})")
         return
     accounted = False
-    for outcome in outcomes:
+    for outcome, members in outcomes:
         if isinstance(outcome, Sample):
             try:
-                writer.write(outcome)
+                writer.write(outcome, members)
                 accounted = True
             except DuplicateKeyError as e:  # the input lists the same record id twice
                 writer.reject(outcome.source, "convert", str(e))

@@ -27,7 +27,7 @@ import os
 import re
 import shutil
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,7 +146,8 @@ class DatasetWriter:
         """Count input records read; at commit each must be written or rejected."""
         self._read += n
 
-    def write(self, sample: Sample) -> None:
+    def write(self, sample: Sample, members: Mapping[str, bytes] | None = None) -> None:
+        """``members``: ``sample.members()`` if the caller already encoded them (once per sample)."""
         key = check_key(sample.key, f"{sample.source.dataset}:{sample.source.id}")
         if key in self._keys:
             raise DuplicateKeyError(
@@ -154,7 +155,7 @@ class DatasetWriter:
                 f"(second use from source record {sample.source.dataset}:{sample.source.id})"
             )
         self._keys.add(key)
-        members = sorted(sample.members().items())  # fixed member order: sorted by extension
+        members = sorted((sample.members() if members is None else members).items())  # sorted by extension
         sums = [xxhash.xxh3_64_intdigest(data) for _, data in members]
         self._written += 1
         if self._written <= len(self._replay):
