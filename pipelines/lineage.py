@@ -153,7 +153,8 @@ def mixture_rows(stages: Iterable[tuple[str, Mapping[str, float]]], seen: Mappin
 
 
 def metrics_rows(metrics: Iterable[Mapping]) -> list[dict]:
-    """The last report of each stage: loss overall and per task, throughput, replaced samples."""
+    """The last report of each stage: loss overall and per task, throughput, replaced samples, and the
+    learning rates when the stage gives parts their own (the base rate, then each part's)."""
     last: dict[int, Mapping] = {}
     for m in metrics:
         last[m["stage"]] = m
@@ -162,6 +163,9 @@ def metrics_rows(metrics: Iterable[Mapping]) -> list[dict]:
         row = {"stage": f"{stage + 1} {m['stage_name']}", "step": m["step"], "loss": round(m["loss"], 4),
                "samples_per_s": round(m["samples_per_s"], 1), "replaced": m["replaced"]}
         row.update({f"loss {t}": round(v, 4) for t, v in m.get("loss_per_task", {}).items()})
+        if m.get("lr_parts"):
+            row["lr"] = float(f"{m['lr']:.4g}")
+            row.update({f"lr {part}": float(f"{rate:.4g}") for part, rate in m["lr_parts"].items()})
         rows.append(row)
     return rows
 

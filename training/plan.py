@@ -2,7 +2,8 @@
 
 A plan names the model to start from, a seed and the stages in order. Each stage lists its
 datasets with sampling ratios (and optionally which of a dataset's tasks to use), its length in
-steps or samples, the global batch, the learning-rate schedule (linear warm-up, then cosine),
+steps or samples, the global batch, the learning-rate schedule (linear warm-up, then cosine;
+``lr.parts`` gives a part its own peak on the same curve),
 which parts of the model train, the text length, and where its weights start: ``previous``
 (stage k-1's result; the first stage starts from the plan's model) or a checkpoint folder.
 An unknown key, a wrong type or an impossible value is a ``PlanError`` naming its path, e.g.
@@ -40,6 +41,8 @@ class Schedule:
     min: float = 0.0  #: cosine floor
     warmup: int = 0  #: steps of linear warm-up from ``start`` to ``max``
     start: float = 0.0
+    #: a part's own peak rate; it follows the same curve scaled by (its peak / max), start and min too
+    parts: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -162,3 +165,18 @@ def _check(plan: Plan) -> None:
         lr = stage.lr
         if not (0 <= lr.min <= lr.max and 0 <= lr.start <= lr.max and 0 <= lr.warmup <= stage.num_steps):
             raise PlanError(f"{where}.lr: need 0 <= min <= max, 0 <= start <= max and 0 <= warmup <= steps")
+        _check_part_rates(stage, f"{where}.lr")
+
+
+def _check_part_rates(stage: Stage, where: str) -> None:
+    """A part's rate scales the stage's curve, so it needs a positive base peak and a part that trains."""
+    for part, rate in stage.lr.parts.items():
+        if part not in PARTS:
+            raise PlanError(f"{where}.parts.{part}: unknown part; parts are {', '.join(PARTS)}")
+        if not rate > 0:
+            raise PlanError(f"{where}.parts.{part}: must be positive, got {rate}")
+        if part not in stage.trainable:
+            raise PlanError(f"{where}.parts.{part}: {part} is not in the stage's trainable "
+                            f"({', '.join(stage.trainable) or 'none'}), so this rate would never train it")
+    if stage.lr.parts and not stage.lr.max > 0:
+        raise PlanError(f"{where}.parts: part rates scale the stage's curve, so max must be positive")

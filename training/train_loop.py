@@ -50,7 +50,8 @@ from training.collate import Collator
 from training.mixture.loader import MixtureLoader
 from training.mixture.state import LoaderState
 from training.mixture.stream import stage_batches
-from training.optim import learning_rate, make_optimizer, set_learning_rate
+from training.optim import (learning_rate, load_optimizer_state, make_optimizer, part_learning_rates,
+                            set_learning_rate)
 from training.plan import Plan, parse_plan
 
 FAIL_DELAY_S = 3.0  #: a test failure waits this long, so it tests resuming, not a report in flight
@@ -96,9 +97,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.set_trainable(stage.trainable)
         model.to(device).train()
         net = _wrap(model, config.get("strategy", "ddp"), world)
-        optimizer = make_optimizer(model, stage.lr.max, stage.weight_decay)
+        optimizer = make_optimizer(model, stage.lr.max, stage.weight_decay, stage.lr.parts)
         if optimizer_state is not None and state.step > 0:  # resuming inside this stage
-            optimizer.load_state_dict(optimizer_state)
+            load_optimizer_state(optimizer, optimizer_state)
         optimizer_state = None
         window = _Window()
         for step, batch in stage_batches(loader, collator, s, state.step, workers=config.get("loader_workers", 0)):
@@ -126,6 +127,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                                                    "global_step": _global_step(plan, s, done), "lr": rate,
                                                    "realised": loader.realised(s, done),
                                                    "epochs": loader.epochs(s, done)}
+                if stage.lr.parts:
+                    metrics["lr_parts"] = part_learning_rates(optimizer)
                 _report(metrics, model, optimizer, state, stage.name, checkpoint_now and rank == 0, run_dir, rank)
                 window = _Window()
 

@@ -285,7 +285,7 @@ def test_unknown_key_at_top_level():
 def test_unknown_key_deep():
     data = _minimal()
     _stage(data)["lr"]["warmpu"] = 10
-    assert _error(data) == "plan.stages[0].lr.warmpu: unknown key; known: max, min, start, warmup"
+    assert _error(data) == "plan.stages[0].lr.warmpu: unknown key; known: max, min, parts, start, warmup"
     data = _minimal()
     _stage(data)["datasets"]["b"]["task"] = ["refer"]
     assert _error(data) == "plan.stages[0].datasets.b.task: unknown key; known: path, ratio, split, tasks"
@@ -414,6 +414,49 @@ def test_warmup_start_must_not_be_negative():
         parse_plan(data)
 
 
+def test_a_part_may_have_its_own_peak_rate():
+    data = _minimal()
+    _stage(data)["lr"]["parts"] = {"connector": 3e-3, "adapter": 1}
+    lr = parse_plan(data).stages[0].lr
+    assert lr.parts == {"connector": 3e-3, "adapter": 1.0}
+    assert parse_plan(_minimal()).stages[0].lr.parts == {}
+
+
+def test_part_rates_parse_from_yaml_in_the_documented_syntax(tmp_path):
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("""name: t
+model: {preset: tiny}
+stages:
+  - name: one
+    datasets: {a: {ratio: 1}}
+    global_batch: 4
+    steps: 10
+    trainable: [connector, llm]
+    lr: {max: 3.0e-4, min: 1.0e-5, warmup: 2, start: 1.0e-5, parts: {connector: 3.0e-3}}
+""")
+    assert load_plan(plan).stages[0].lr.parts == {"connector": 3.0e-3}
+
+
+@pytest.mark.parametrize(("parts", "message"), [
+    ({"decoder": 1e-3}, f"plan.stages[0].lr.parts.decoder: unknown part; parts are {', '.join(PARTS)}"),
+    ({"connector": 0}, "plan.stages[0].lr.parts.connector: must be positive, got 0.0"),
+    ({"connector": -1e-3}, "plan.stages[0].lr.parts.connector: must be positive, got -0.001"),
+    ({"llm": 1e-4}, "plan.stages[0].lr.parts.llm: llm is not in the stage's trainable (connector, adapter), "
+                    "so this rate would never train it"),
+    ({"connector": "3e-3"}, "plan.stages[0].lr.parts.connector: expected float, got str '3e-3'"),
+], ids=["unknown", "zero", "negative", "not-trainable", "string"])
+def test_part_rate_errors_name_their_key(parts, message):
+    data = _minimal()
+    _stage(data)["lr"]["parts"] = parts
+    assert _error(data) == message
+
+
+def test_part_rates_need_a_positive_base_peak_to_scale():
+    data = _minimal()
+    _stage(data)["lr"] = {"max": 0.0, "parts": {"connector": 1e-3}}
+    assert _error(data) == "plan.stages[0].lr.parts: part rates scale the stage's curve, so max must be positive"
+
+
 def test_duplicate_stage_names():
     data = _minimal()
     data["stages"].append(copy.deepcopy(_stage(data)))
@@ -464,7 +507,7 @@ def test_errors_from_a_file_start_with_the_file(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(PlanError) as info:
         load_plan(path)
-    assert str(info.value) == f"{path}: plan.stages[0].lr.warmpu: unknown key; known: max, min, start, warmup"
+    assert str(info.value) == f"{path}: plan.stages[0].lr.warmpu: unknown key; known: max, min, parts, start, warmup"
 
 
 def test_empty_file(tmp_path):
