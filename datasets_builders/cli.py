@@ -115,6 +115,8 @@ def sample_world(
     out: Annotated[Path, typer.Option(help="Folder to write the raw datasets into (one subfolder per builder).")],
     images: Annotated[int, typer.Option(min=1, help="Scenes to generate.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the world: same seed, same bytes.")] = 0,
+    val_scenes: Annotated[int, typer.Option(min=0, help="Extra scenes, all in the val split (a bigger held-out "
+                                                        "set; training data unchanged).")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace a sample world already in --out.")] = False,
 ) -> None:
     """Generate scenes with exact ground truth and write them in every raw format the builders read."""
@@ -122,7 +124,7 @@ def sample_world(
 
     started = time.perf_counter()
     try:
-        summary = write_sample_world(out, images=images, seed=seed, overwrite=overwrite)
+        summary = write_sample_world(out, images=images, seed=seed, val_scenes=val_scenes, overwrite=overwrite)
     except FileExistsError as e:
         console.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(1) from None

@@ -15,6 +15,7 @@ from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
 from training.cli import train_command
 from training.cli import evaluate_command
+from training.cli import looks_command
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
     """Multiround's pseudo-labels come from a trained model: the layer that owns models makes the labeler."""
@@ -36,6 +37,7 @@ app.command("chat")(chat)
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("eval")(evaluate_command)
+app.command("looks")(looks_command)
 console = Console(soft_wrap=True)
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "demo-output"))
@@ -49,11 +51,13 @@ def demo(
     train: Annotated[bool, typer.Option(help="Also train the tiny model through the plan and evaluate it.")] = True,
     plan: Annotated[Path | None, typer.Option(help="Stage plan (default: training/recipes/tiny-demo.yaml).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Ray Train workers.")] = 2,
+    val_scenes: Annotated[int | None, typer.Option(min=0, help="Extra val-only scenes, so every scored task has "
+                                                               "enough held-out samples (default: 200).")] = None,
 ) -> None:
     """Run the whole pipeline as the ``demo`` flow on the project's local Prefect server (started
     if it is not running; it keeps running so you can look at the run), and report what it made."""
     from datasets_builders.segment.run import quiet_ray_logs
-    from pipelines.demo import DEMO_PLAN
+    from pipelines.demo import DEMO_PLAN, DEMO_VAL_SCENES
     from pipelines.server import LocalServer, ensure_server, using
 
     quiet_ray_logs()
@@ -65,7 +69,8 @@ def demo(
         from pipelines.flows.demo import demo as demo_flow
 
         state = demo_flow(data_dir=str(data_dir), images=images, seed=seed, train=train,
-                          plan=str(plan or DEMO_PLAN), workers=workers, return_state=True)
+                          plan=str(plan or DEMO_PLAN), workers=workers, return_state=True,
+                          val_scenes=DEMO_VAL_SCENES if val_scenes is None else val_scenes)
         run_id = state.state_details.flow_run_id
         summary = state.result(raise_on_failure=False)
     if not state.is_completed():
@@ -167,18 +172,26 @@ def _print_training(data_dir: Path, training: dict, evaluation: dict, workers: i
     from rich import box
     from rich.table import Table
 
+    from training.evaluate import blind_cells, looking_summary
+
     console.print(f"trained {len(training['stages'])} stages on {workers} Ray workers in {training['seconds']:.0f} s: "
                   f"{escape(training['run_dir'])}")
     trained, untrained = evaluation["trained"], evaluation["untrained"]
     table = Table(title=f"held-out ({trained['split']}) scores", title_justify="left", box=box.SIMPLE,
                   pad_edge=False, collapse_padding=True)
-    for column in ("task", "metric", "n", "untrained", "trained"):
-        table.add_column(column, justify="left" if column in ("task", "metric") else "right")
-    before = {(s["task"], s["metric"]): s["value"] for s in untrained["scores"]}
+    for column in ("task", "metric", "n", "untrained", "trained", "blind", "gap [95% CI]", "verdict"):
+        table.add_column(column, justify="left" if column in ("task", "metric", "verdict") else "right",
+                         no_wrap=True)
+    before = {(s["task"], s["metric"], s["family"]): s["value"] for s in untrained["scores"]}
     for s in trained["scores"]:
-        table.add_row(s["task"], s["metric"], str(s["n"]), f"{before[(s['task'], s['metric'])]:.3f}",
-                      f"{s['value']:.3f}")
+        label = s["task"] if s["family"] is None else f"  {s['family']}"
+        table.add_row(escape(label), s["metric"], str(s["n"]), f"{before[(s['task'], s['metric'], s['family'])]:.3f}",
+                      f"{s['value']:.3f}", *blind_cells(s))
     console.print(table)
+    console.print("blind: the trained model asked the same questions with the images deranged among each task's "
+                  "samples; a gap whose 95% interval includes 0 is no evidence the model reads its image",
+                  highlight=False)
+    console.print(escape(looking_summary(trained["scores"])), highlight=False)
     picture = next(iter(sorted((data_dir / "raw" / "sample-world" / "coco-panoptic").glob("val2017/*.jpg"))), None)
     console.print(escape(f"ask it: crayonflow chat --checkpoint {training['stages'][-1]} --image {picture or 'IMAGE'} "
                          '"[vqa] what color is the circle?"'), highlight=False)

@@ -18,16 +18,20 @@ DEMO_ROOT = Path("demo-output")
 DEMO_PLAN = Path(str(resources.files("training") / "recipes" / "tiny-demo.yaml"))
 MULTIROUND_INPUTS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "coco-captions")
 SEGMENTED = "llava-crayon"  #: crayon shards of LLaVA's pictures, segmented by the tiny Mask2Former
+#: extra val-only scenes: at least 200 held-out samples of every task the demo scores (one crayon
+#: image gives one B2C probe), so a score can be told from its blind control
+DEMO_VAL_SCENES = 200
+DEMO_EVAL_LIMIT = 250  #: held-out samples scored per task (crayon: images), to keep the demo within minutes
 
 
-def ensure_sample_world(out: Path, *, images: int, seed: int) -> tuple[Path, bool]:
-    """The sample world at ``out`` for (images, seed), written only if what is there differs;
-    returns it and whether the one there was reused. Deterministic for (images, seed)."""
+def ensure_sample_world(out: Path, *, images: int, seed: int, val_scenes: int = 0) -> tuple[Path, bool]:
+    """The sample world at ``out`` for (images, seed, val_scenes), written only if what is there
+    differs; returns it and whether the one there was reused. Deterministic in its arguments."""
     try:
         summary = json.loads((out / "sample-world.json").read_text())
-        if (summary["images"], summary["seed"]) == (images, seed):
+        if (summary["images"], summary["seed"], summary.get("val_scenes", 0)) == (images, seed, val_scenes):
             return out, True
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    write_sample_world(out, images=images, seed=seed, overwrite=True)
+    write_sample_world(out, images=images, seed=seed, val_scenes=val_scenes, overwrite=True)
     return out, False

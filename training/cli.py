@@ -5,6 +5,8 @@ a world size that does not divide a global batch exits with status 2 and one lin
 worker starts. ``eval`` scores a checkpoint on a held-out split as a table and JSON; a folder
 without datasets, a split with no samples of the evaluated tasks, or a folder that is not a
 checkpoint exits with status 2 and one line (the first two checked before the model loads).
+``looks`` asks whether the model uses its picture (teacher-forced losses with its own picture,
+another's and none); it fails as ``eval`` does.
 """
 
 from __future__ import annotations
@@ -87,12 +89,18 @@ def evaluate_command(
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many samples per task.")] = None,
     out: Annotated[Path | None, typer.Option(help="The JSON report (default: <checkpoint>/eval-<split>.json).")]
     = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Prompts per generation batch.")] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, help="Questions per generation batch (twice as many prompts "
+                                                        "with the blind control).")] = 64,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 48,
+    blind: Annotated[bool, typer.Option(help="Also ask every question with another sample's image (the blind "
+                                              "control; twice the answering time).")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the blind control's derangement and bootstrap.")] = 0,
 ) -> None:
-    """Score refer, identify, vqa, caption and the crayon probes (C2B, B2C) on a held-out split."""
+    """Score refer, identify, vqa, caption and the crayon probes (C2B, B2C) on a held-out split, per
+    task and question family, each beside its blind control (the same questions with the images
+    deranged among the task's samples) and the gap's 95 % bootstrap interval."""
     from models.checkpoint import load_model
-    from training.evaluate import evaluate, find_datasets, held_out
+    from training.evaluate import evaluate, find_datasets, held_out, looking_summary
 
     try:
         datasets = find_datasets(data) if data.is_dir() else None
@@ -104,7 +112,7 @@ def evaluate_command(
                       highlight=False)
         with console.status("answering"):
             report = evaluate(model, datasets, split=split, limit=limit, batch_size=batch_size,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, blind=blind, seed=seed)
         target = out or checkpoint / f"eval-{split}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -112,4 +120,35 @@ def evaluate_command(
         console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
         raise typer.Exit(2) from None
     console.print(report.table())
+    console.print(escape(looking_summary(report.scores)), highlight=False)
     console.print(f"wrote {escape(str(target))}", highlight=False)
+
+
+def looks_command(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint folder (model.json, tokenizer/, *.safetensors).")],
+    data: Annotated[Path, typer.Option(help="A folder of dataset folders (each with manifest.json).")],
+    split: Annotated[str, typer.Option(help="The held-out split to probe.")] = "val",
+    per_task: Annotated[int, typer.Option(min=1, help="The first N samples with a picture of each task.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the derangement and the bootstrap.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON only.")] = False,
+) -> None:
+    """Does the model use its picture? Answer-token loss with its own picture, another sample's and
+    none, per task and question family (teacher forced: a minute, not a generation run)."""
+    from models.checkpoint import load_model
+    from training.evaluate import find_datasets
+    from training.looks import looks, pictured
+
+    try:
+        if not data.is_dir():
+            raise ValueError(f"{data}: no such folder (--data: a folder of dataset folders)")
+        datasets = find_datasets(data)
+        pictured(datasets, split)
+        model = load_model(checkpoint)
+        report = looks(model, datasets, split=split, per_task=per_task, seed=seed)
+    except (ValueError, OSError) as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        console.print(report.table())

@@ -7,7 +7,8 @@ greedily, in left-padded batches, and scored against the sample's own truth:
 
 - ``refer`` acc@0.5: the answer's first well-formed box, in pixels, vs ``meta.fields.box``;
   a hit when IoU > 0.5 (exclusive edges). No box is a miss.
-- ``identify`` exact: normalised answer == normalised stored answer (the expression).
+- ``identify`` exact: the normalised answer equals one of the ref's expressions (``meta.sentences``:
+  RefCOCO gives each object one to three, each of which fits it alone; else the stored answer).
 - ``vqa`` accuracy: min(#annotators who gave the normalised answer / 3, 1), from the counts in
   ``meta.fields.answers`` (else 1 when it equals the stored answer). The official metric also
   averages over the 10 leave-one-out annotator subsets and maps numbers and articles.
@@ -19,6 +20,19 @@ greedily, in left-padded batches, and scored against the sample's own truth:
   split; ``b2c`` accuracy (Box2Class): one segment's box as CoLLaVO's unit-box text, a hit when
   the answer is its class. Choices hash the sample key. A crayon model reads the stored
   (ground-truth) crayon map for these probes: an upper bound of what predicted maps give.
+
+**The blind control.** Each question is asked twice: with its own image, and with the image (and
+crayon map) of another probe of the same task, a fixed seeded derangement that never gives a probe
+a picture with the same bytes where the task has two or more pictures (``controls.derangement``).
+The truth stays the question's own, so the second score is what the model reaches from the
+question alone, its language prior. ``Score.gap_interval`` is the 95 % bootstrap interval of the
+paired per-question difference; a row whose interval includes 0 reads "not looking": no evidence
+the model reads its image, however high the score is.
+
+**Families.** Each task row is followed by one row per question family the samples carry
+(``controls.families``: VQA's ``question_type`` and ``answer_type``; the sample world's
+expression kind for refer and identify), so "vqa 0.29" splits into the colour questions it
+cannot answer and the yes/no ones it guesses half right.
 
 Normalisation is ``blip_normalise`` with every other punctuation mark removed too. Limits:
 exact matches miss synonyms and plurals; C2B/B2C are per image, not CoLLaVO's per-category
@@ -34,7 +48,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -53,6 +67,7 @@ from datasets_builders.templates.render import unit_box
 from models.grounded_vlm import inference
 from models.inputs import InputSpec
 from models.prompt import collate, encode_prompt
+from training.controls import derangement, families, gap_interval, verdict
 
 STORED_TASKS = ("refer", "identify", "vqa", "caption", "crayon")
 C2B = ('Is there an instance of the category "{}" in the image? There may be multiple instances which are '
@@ -61,6 +76,9 @@ B2C = "What is the main object located in {} in the image? Answer the question u
 METRICS = {"refer": ("acc@0.5",), "identify": ("exact",), "vqa": ("accuracy",), "caption": ("exact", "token-f1"),
            "c2b": ("accuracy",), "b2c": ("accuracy",)}
 EXAMPLES = 5
+#: new tokens generated per task: over twice the longest answer the task's data holds (a box is 10
+#: tokens with EOS), so a right answer is never cut, while an untrained model's rambling is
+ANSWER_TOKENS = {"refer": 24, "identify": 24, "vqa": 12, "caption": 48, "c2b": 8, "b2c": 12}
 _MARKS = re.compile(r"[^\w\s]")
 
 
@@ -96,6 +114,27 @@ class Score:
     metric: str
     n: int
     value: float  #: mean over the task's n questions, in [0, 1]
+    blind: float | None = None  #: the same questions with deranged images (None: not asked)
+    gap_low: float | None = None  #: 95 % bootstrap interval of the paired (value - blind)
+    gap_high: float | None = None
+    family: str | None = None  #: e.g. "question_type=what color is the"; None: the whole task
+
+    @property
+    def gap(self) -> float | None:
+        return None if self.blind is None else self.value - self.blind
+
+    @property
+    def verdict(self) -> str:
+        return verdict(None if self.gap_low is None else (self.gap_low, self.gap_high))
+
+    @property
+    def looks(self) -> bool:
+        return self.verdict == "looking"
+
+    @property
+    def label(self) -> str:
+        """The row's name: the task, or "  question_type=how many" under it."""
+        return self.task if self.family is None else f"  {self.family}"
 
 
 @dataclass(frozen=True)
@@ -105,19 +144,50 @@ class EvalReport:
     scores: tuple[Score, ...]
     examples: Mapping[str, tuple[Example, ...]] = field(default_factory=dict)
 
-    def score(self, task: str, metric: str | None = None) -> Score:
-        return next(s for s in self.scores if s.task == task and metric in (None, s.metric))
+    def score(self, task: str, metric: str | None = None, family: str | None = None) -> Score:
+        return next(s for s in self.scores if s.task == task and metric in (None, s.metric) and s.family == family)
 
     def to_json(self) -> dict[str, Any]:
-        return {"split": self.split, "datasets": list(self.datasets), "scores": [asdict(s) for s in self.scores],
+        return {"split": self.split, "datasets": list(self.datasets),
+                "scores": [asdict(s) | {"gap": s.gap, "verdict": s.verdict} for s in self.scores],
                 "examples": {t: [asdict(e) for e in ex] for t, ex in self.examples.items()}}
 
     def table(self) -> Table:
-        table = Table("task", "metric", Column("n", justify="right"), Column("value", justify="right"),
-                      title=f"{self.split} split: {', '.join(self.datasets)}")
+        table = Table("task", "metric", Column("n", justify="right"), Column("score", justify="right"),
+                      Column("blind", justify="right"), Column("gap [95% CI]", justify="right"), "verdict",
+                      title=f"{self.split} split: {', '.join(self.datasets)} (blind: the same questions with the "
+                            "images deranged among the task's samples)")
         for s in self.scores:
-            table.add_row(s.task, s.metric, str(s.n), f"{s.value:.3f}")
+            table.add_row(s.label, s.metric, str(s.n), f"{s.value:.3f}", *blind_cells(s))
         return table
+
+
+def blind_cells(score: Score | Mapping[str, Any]) -> tuple[str, str, str]:
+    """The blind, gap-with-interval and verdict cells of a score (a Score or its JSON), for every
+    table that shows one."""
+    s = score if isinstance(score, Mapping) else asdict(score)
+    if s.get("blind") is None:
+        return "-", "-", "not asked"
+    interval = (s["gap_low"], s["gap_high"])
+    return (f"{s['blind']:.3f}", f"{s['value'] - s['blind']:+.3f} [{interval[0]:+.2f}, {interval[1]:+.2f}]",
+            verdict(interval))
+
+
+def looking_summary(scores: Sequence[Score | Mapping[str, Any]]) -> str:
+    """One line: which tasks (and families) beat their blind control, and which do not."""
+    rows = [s if isinstance(s, Mapping) else asdict(s) for s in scores]
+    asked = [r for r in rows if r.get("blind") is not None]
+    if not asked:
+        return "looks at its picture: not measured (no blind control was asked)"
+
+    def names(looking: bool, family: bool) -> list[str]:
+        return list(dict.fromkeys(f"{r['task']} ({r['family']})" if family else r["task"] for r in asked
+                                  if (r["family"] is not None) == family
+                                  and (verdict((r["gap_low"], r["gap_high"])) == "looking") == looking))
+
+    tasks, families_ = names(True, False), names(True, True)
+    found = ", ".join(tasks + [f for f in families_ if f.split(" ", 1)[0] not in tasks]) or "no task"
+    return f"looks at its picture for: {found}; not for: {', '.join(names(False, False)) or 'none'}"
 
 
 # ---- metrics -----------------------------------------------------------------------------
@@ -189,30 +259,93 @@ def held_out(datasets: Mapping[str, Path], split: str) -> dict[str, int]:
 
 
 def evaluate(model, datasets: Mapping[str, Path] | Path, *, split: str = "val",  # noqa: ANN001 - a GroundedVLM
-             limit: int | None = None, batch_size: int = 16, max_new_tokens: int = 48,
-             answer_fn: AnswerFn | None = None) -> EvalReport:
+             limit: int | None = None, batch_size: int = 64, max_new_tokens: int = 48,
+             answer_fn: AnswerFn | None = None, blind: bool = True, seed: int = 0) -> EvalReport:
     """Ask every held-out sample (at most ``limit`` per stored task; crayon: per image) and score the
-    answers. ``answer_fn`` replaces the model's greedy generation (tests; other answerers)."""
+    answers; ``blind`` asks each question again with a deranged image (the control, drawn with
+    ``seed``). ``answer_fn`` replaces the model's greedy generation (tests; other answerers)."""
     datasets = dict(datasets) if isinstance(datasets, Mapping) else find_datasets(datasets)
     held_out(datasets, split)
     answer = answer_fn or generator(model, max_new_tokens)
-    results: dict[str, list[tuple[tuple[float, ...], Example]]] = {t: [] for t in METRICS}
-    probes = _probes(datasets, split, limit)
-    while batch := list(islice(probes, batch_size)):
-        answers = answer([p for p, _, _ in batch])
-        for (prompt, expected, check), text in zip(batch, answers, strict=True):
-            results[prompt.task].append((check(text), Example(prompt.instruction, text, expected)))
-    scores = tuple(Score(t, m, len(r), sum(v[i] for v, _ in r) / len(r))
-                   for t, r in results.items() if r for i, m in enumerate(METRICS[t]))
-    examples = {t: tuple(e for _, e in r[:EXAMPLES]) for t, r in results.items() if r}
-    return EvalReport(split, tuple(datasets), scores, examples)
+    index = [(a.prompt.task, a.picture, a.source) for a in _probes(datasets, split, limit)] if blind else []
+    donors = derangement([(task, picture) for task, picture, _ in index], seed)
+    results: dict[str, list[_Result]] = {t: [] for t in METRICS}
+    examples: dict[str, list[Example]] = {t: [] for t in METRICS}
+    with _Pictures(datasets, [source for _, _, source in index]) as pictures:
+        asked = enumerate(_probes(datasets, split, limit))
+        while batch := list(islice(asked, batch_size)):
+            prompts = [a.prompt for _, a in batch]
+            prompts += [pictures.swap(a.prompt, donors[i]) for i, a in batch if i in donors]
+            answers = answer(prompts)
+            if len(answers) != len(prompts):
+                raise ValueError(f"the answerer gave {len(answers)} answers to {len(prompts)} prompts")
+            blind_answers = iter(answers[len(batch):])
+            for (i, a), text in zip(batch, answers, strict=False):
+                control = a.check(next(blind_answers)) if i in donors else None
+                results[a.prompt.task].append(_Result(a.check(text), control, a.families))
+                examples[a.prompt.task].append(Example(a.prompt.instruction, text, a.expected))
+    scores = tuple(score for task, found in results.items() if found for score in _task_scores(task, found, seed))
+    return EvalReport(split, tuple(datasets), scores, {t: tuple(e[:EXAMPLES]) for t, e in examples.items() if e})
+
+
+@dataclass(frozen=True)
+class _Result:
+    own: tuple[float, ...]  #: one value per metric of the task
+    control: tuple[float, ...] | None  #: the same with the deranged image (None: not asked)
+    families: Mapping[str, str]
+
+
+def _task_scores(task: str, results: Sequence[_Result], seed: int) -> Iterator[Score]:
+    """The task's rows (one per metric), then one per (family, value) of its samples."""
+    groups: dict[str | None, list[_Result]] = {None: list(results)}
+    for r in results:
+        for name, value in r.families.items():
+            groups.setdefault(f"{name}={value}", []).append(r)
+    for family in [None, *sorted(f for f in groups if f is not None)]:
+        for column, metric in enumerate(METRICS[task]):
+            yield _score(task, metric, column, groups[family], family, seed)
+
+
+def _score(task: str, metric: str, column: int, results: Sequence[_Result], family: str | None,
+           seed: int) -> Score:
+    own = [r.own[column] for r in results]
+    value = sum(own) / len(own)
+    if any(r.control is None for r in results):
+        return Score(task, metric, len(own), value, family=family)
+    control = [r.control[column] for r in results]
+    low, high = gap_interval(own, control, seed)
+    return Score(task, metric, len(own), value, sum(control) / len(control), low, high, family)
+
+
+class _Pictures:
+    """Reads a donor probe's picture (and crayon map) for the blind control, datasets kept open."""
+
+    def __init__(self, datasets: Mapping[str, Path], sources: Sequence[tuple[str, int]]) -> None:
+        self.paths, self.sources = datasets, sources  #: probe index -> (dataset, row)
+        self.open: dict[str, ShardDataset] = {}
+
+    def __enter__(self) -> _Pictures:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for ds in self.open.values():
+            ds.close()
+
+    def swap(self, prompt: Prompt, donor: int) -> Prompt:
+        name, row = self.sources[donor]
+        ds = self.open.get(name) or self.open.setdefault(name, ShardDataset(self.paths[name]))
+        sample = Sample.from_members(ds.key(row), ds.read(row))
+        crayon = sample.extras.get("crayon.png") if prompt.crayon is not None else None
+        return replace(prompt, image=sample.image, crayon=crayon)
 
 
 def generator(model, max_new_tokens: int = 48) -> AnswerFn:  # noqa: ANN001
-    """The model's batched greedy answers: left-padded prompts, image rows and text rows mixed."""
+    """The model's batched greedy answers: left-padded prompts, image rows and text rows mixed; at most
+    ``max_new_tokens``, and at most the batch's longest ``ANSWER_TOKENS``."""
     spec, tok = InputSpec.of(model), model.tokenizer
 
     def answer(prompts: list[Prompt]) -> list[str]:
+        longest = min(max_new_tokens, max(ANSWER_TOKENS.get(p.task, max_new_tokens) for p in prompts))
         encoded = [encode_prompt(tok, p.instruction, visual_tokens=model.visual_tokens if p.image else None)
                    for p in prompts]
         batch = collate(encoded, tok.pad_token_id, left=True)
@@ -223,16 +356,25 @@ def generator(model, max_new_tokens: int = 48) -> AnswerFn:  # noqa: ANN001
             if pictured else None
         with inference(model):
             ids = model.generate(batch["input_ids"], batch["attention_mask"], batch["image_mask"], pixels, crayons,
-                                 max_new_tokens=max_new_tokens)
+                                 max_new_tokens=longest)
         return [tok.decode(row, skip_special_tokens=True).strip() for row in ids]
 
     return answer
 
 
-Probe = tuple[Prompt, str, Callable[[str], tuple[float, ...]]]  #: prompt, expected answer, scorer
+@dataclass(frozen=True)
+class _Asked:
+    """One probe: the prompt, the truth shown in examples, its scorer, and where its picture lives."""
+
+    prompt: Prompt
+    expected: str
+    check: Callable[[str], tuple[float, ...]]
+    source: tuple[str, int]  #: (dataset, row)
+    picture: int | None  #: the picture's xxh3: probes with equal numbers show the same picture
+    families: Mapping[str, str]  #: controls.families of the sample
 
 
-def _probes(datasets: Mapping[str, Path], split: str, limit: int | None) -> Iterator[Probe]:
+def _probes(datasets: Mapping[str, Path], split: str, limit: int | None) -> Iterator[_Asked]:
     """The split's questions, dataset by dataset in storage order; ``limit`` counts across datasets."""
     taken: Counter[str] = Counter()
     for name, path in datasets.items():
@@ -245,8 +387,15 @@ def _probes(datasets: Mapping[str, Path], split: str, limit: int | None) -> Iter
             for i in rows:
                 if limit is None or taken[tasks[i]] < limit:
                     taken[tasks[i]] += 1
-                    sample = Sample.from_members(ds.key(i), ds.read(i))
-                    yield from _sample_probes(name, sample, captions.get(_image_hash(ds, i), ()), classes)
+                    sample, picture = Sample.from_members(ds.key(i), ds.read(i)), _image_hash(ds, i)
+                    grouped = families(sample.task, sample.meta)
+                    for prompt, expected, check in _sample_probes(name, sample, captions.get(picture, ()), classes):
+                        yield _Asked(prompt, expected, check, (name, i), picture,
+                                     grouped if prompt.task == sample.task else {})
+
+
+#: prompt, expected answer, scorer
+Probe = tuple[Prompt, str, Callable[[str], tuple[float, ...]]]
 
 
 def _sample_probes(dataset: str, s: Sample, references: Sequence[str], classes: Sequence[str]) -> Iterator[Probe]:
@@ -256,7 +405,8 @@ def _sample_probes(dataset: str, s: Sample, references: Sequence[str], classes: 
     if s.task == "refer":
         yield ask, stored, lambda a: (refer_hit(a, PixelBox(*fields["box"]), width, height),)
     elif s.task == "identify":
-        yield ask, stored, lambda a: (exact(a, [stored]),)
+        expressions = s.meta.get("sentences") or [stored]
+        yield ask, stored, lambda a: (exact(a, expressions),)
     elif s.task == "vqa":
         yield ask, stored, lambda a: (vqa_accuracy(a, fields.get("answers"), stored),)
     elif s.task == "caption":

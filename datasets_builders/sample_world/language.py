@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datasets_builders.sample_world.scene import OUTDOOR_GROUNDS, Scene, Thing, caption
+from datasets_builders.sample_world.scene import OUTDOOR_GROUNDS, THING_COLOURS, THING_SHAPES, Scene, Thing, caption
 
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 STUFF_PHRASES = {  # category -> noun phrases that name it
@@ -121,6 +121,19 @@ def referring_expressions(scene: Scene, thing: Thing) -> list[str]:
             if extreme(scene, group, word) is thing:
                 out.extend(form.format(noun) for form in forms)
     return list(dict.fromkeys(out))
+
+
+_POSITION_WORDS = frozenset({"left", "right", "top", "bottom", "biggest", "largest", "smallest"})
+_ATTRIBUTE_WORDS = frozenset({*THING_COLOURS, *THING_SHAPES})
+
+
+def expression_kind(expression: str) -> str:
+    """What a referring expression singles its object out by: "attribute" (colour or shape: "the
+    red circle"), "position" (where or how big, among all objects: "the object on the left") or
+    "both" ("the leftmost circle"). Evaluation reports refer and identify per kind."""
+    words = set(expression.split())
+    by_position, by_attribute = bool(words & _POSITION_WORDS), bool(words & _ATTRIBUTE_WORDS)
+    return "both" if by_position and by_attribute else "position" if by_position else "attribute"
 
 
 def place(scene: Scene, thing: Thing) -> str:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from datasets_builders.sample_world.common import WorldImage, info, thing_categories, thing_category_id, write_json
-from datasets_builders.sample_world.language import referring_expressions
+from datasets_builders.sample_world.language import expression_kind, referring_expressions
 
 SALT = 3
 
@@ -22,9 +22,11 @@ def annotation_id(image: WorldImage, segment_id: int) -> int:
 
 
 def sentence(raw: str, sent_id: int) -> dict:
-    """REFER's sentence record: ``sent`` is lowercased with punctuation removed."""
+    """REFER's sentence record: ``sent`` is lowercased with punctuation removed. ``kind`` is the
+    sample world's own addition (real refs have no such field): what the expression names its
+    object by, so evaluation can report refer per kind."""
     sent = " ".join(re.sub(r"[^a-z0-9 ]", " ", raw.lower()).split())
-    return {"raw": raw, "sent": sent, "tokens": sent.split(), "sent_id": sent_id}
+    return {"raw": raw, "sent": sent, "tokens": sent.split(), "sent_id": sent_id, "kind": expression_kind(raw)}
 
 
 def write(world: list[WorldImage], out_dir: Path, seed: int) -> None:

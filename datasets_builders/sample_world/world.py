@@ -2,8 +2,16 @@
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
-is a pure function of ``(images, seed)``, byte for byte. Each image gets one split in every
-format (``index % 10``: 8 -> val, 9 -> test, else train) so no picture leaks across splits.
+is a pure function of ``(images, seed, val_scenes)``, byte for byte. Each image gets one split in
+every format (``index % 10``: 8 -> val, 9 -> test, else train) so no picture leaks across splits;
+``val_scenes`` more scenes after the first ``images`` are all val: a held-out split big enough to
+tell a model that looks from one that guesses. Only the formats with a val split receive them
+(``SPLIT_FORMATS``); the others (LLaVA, web downloads, text) see the first ``images`` only, so the
+training data is unchanged.
+
+Known leak, kept for now: the split-less web formats (``image-text``, ``grit``) list every one of
+the first ``images`` scenes, val and test ones included, so held-out pictures of the other formats
+are also training pictures there (LLaVA lists train images only). The ``val_scenes`` are not.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "grit": grit,
     "image-text": image_text,
 }
+SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "coco-captions")  #: have a val split
 SUMMARY_FILE = "sample-world.json"
 JPEG_QUALITY = 90
 
@@ -54,17 +63,21 @@ class WorldSummary:
     images: int
     splits: dict[str, int]  #: images per split
     formats: tuple[str, ...]  #: the format folders, in writing order
+    val_scenes: int = 0  #: extra val-only scenes after the first ``images``
 
     def to_json(self) -> dict:
-        return {"seed": self.seed, "images": self.images, "splits": dict(self.splits), "formats": list(self.formats)}
+        return {"seed": self.seed, "images": self.images, "val_scenes": self.val_scenes, "splits": dict(self.splits),
+                "formats": list(self.formats)}
 
 
 def split_of(index: int) -> str:
     return {8: "val", 9: "test"}.get(index % 10, "train")
 
 
-def write_sample_world(out: Path, images: int = 200, seed: int = 0, *, overwrite: bool = False) -> WorldSummary:
-    """Generate scenes ``0..images-1`` of world ``seed`` and write them in every format under ``out``.
+def write_sample_world(out: Path, images: int = 200, seed: int = 0, *, val_scenes: int = 0,
+                       overwrite: bool = False) -> WorldSummary:
+    """Generate scenes ``0..images-1`` of world ``seed`` (and ``val_scenes`` more, all val) and write
+    them in every format under ``out``.
 
     A non-empty ``out`` is refused unless ``overwrite``; then only the format folders and
     ``sample-world.json`` are removed first, never anything else the folder holds.
@@ -72,15 +85,18 @@ def write_sample_world(out: Path, images: int = 200, seed: int = 0, *, overwrite
     out = Path(out)
     if images < 1:
         raise ValueError(f"a sample world needs at least one image, got images={images}")
+    if val_scenes < 0:
+        raise ValueError(f"val_scenes must be 0 or more, got {val_scenes}")
     _prepare(out, overwrite)
     world = []
-    for index in range(images):
+    for index in range(images + val_scenes):
         scene = generate_scene(seed, index)
-        world.append(WorldImage(index, index + 1, split_of(index), scene, scene.jpeg(JPEG_QUALITY), seed))
+        split = split_of(index) if index < images else "val"
+        world.append(WorldImage(index, index + 1, split, scene, scene.jpeg(JPEG_QUALITY), seed))
     for folder, writer in FORMATS.items():
-        writer.write(world, out / folder, seed)
+        writer.write(world if folder in SPLIT_FORMATS else world[:images], out / folder, seed)
     splits = {split: sum(image.split == split for image in world) for split in SPLITS}
-    summary = WorldSummary(out, seed, images, splits, tuple(FORMATS))
+    summary = WorldSummary(out, seed, images, splits, tuple(FORMATS), val_scenes)
     # Written last: its presence says the world is complete.
     write_text(out / SUMMARY_FILE, json.dumps(summary.to_json(), indent=2) + "\n")
     return summary

@@ -10,7 +10,9 @@ first of unc, umd, google (then others by name) is used: the ones MiniGPT-v2 tra
 One record is one ref; it gives two samples with the same box: "refer" (expression -> box) and
 "identify" (box -> expression). MiniGPT-v2 draws one of a ref's sentences per access; here each
 sample's sentence is picked by a hash of its key, and all normalised sentences go into
-``meta["sentences"]`` so training can draw again.
+``meta["sentences"]`` so training can draw again. Where every kept sentence carries a string
+``kind`` (the sample world records what the expression names its object by; real refs do not),
+``meta["sentence_kinds"]`` keeps them in the same order, for per-kind evaluation.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def to_samples(record: RefRecord) -> Iterator[Outcome]:
     where = f"ref {record.ref_id}"
     image = lookup_image(record.images, record.image_id, "instances.json")
     box = _box(record, image.width, image.height)
-    sentences, empty = _sentences(record.ref, where)
+    sentences, kinds, empty = _sentences(record.ref, where)
     for i in empty:
         yield Reject(record.source, "convert", f"{where}: sentence {i} is empty after normalisation")
     loaded = load_image(record.image_dir / image.file_name, (image.width, image.height))
@@ -135,6 +137,8 @@ def to_samples(record: RefRecord) -> Iterator[Outcome]:
         fields = {"expression": sentences[chosen], "box": box}
         meta = {"fields": fields, "image_id": image.id, "file_name": image.file_name,
                 "ann_id": record.ref["ann_id"], "sentences": sentences, "sentence": chosen}
+        if kinds is not None:
+            meta["sentence_kinds"] = kinds
         yield Sample(key=key, task=task, turns=render(task, fields, key=key, width=image.width, height=image.height),
                      source=record.source, split=record.split, image=loaded, meta=meta)
 
@@ -186,22 +190,24 @@ def _box(record: RefRecord, width: int, height: int) -> list[float]:
         raise RecordError(f"{where}: annotation {ann_id} has bbox {bbox!r}, not [x, y, width, height]") from None
 
 
-def _sentences(ref: Mapping[str, Any], where: str) -> tuple[list[str], list[int]]:
-    """The normalised sentences ("raw", else "sent") and the positions of those that came out empty."""
+def _sentences(ref: Mapping[str, Any], where: str) -> tuple[list[str], list[str] | None, list[int]]:
+    """The normalised sentences ("raw", else "sent"), their kinds (None unless every kept sentence has
+    one) and the positions of those that came out empty."""
     raw = ref.get("sentences")
     if not isinstance(raw, list) or not raw:
         raise RecordError(f"{where} has no sentences")
-    kept, empty = [], []
+    kept, kinds, empty = [], [], []
     for i, sentence in enumerate(raw):
         texts = [sentence.get(k) for k in ("raw", "sent")] if isinstance(sentence, dict) else []
         normalised = next((n for t in texts if isinstance(t, str) and (n := blip_normalise(t))), "")
         if normalised:
             kept.append(normalised)
+            kinds.append(sentence.get("kind"))
         else:
             empty.append(i)
     if not kept:
         raise RecordError(f"{where}: all {len(raw)} sentences are empty after normalisation")
-    return kept, empty
+    return kept, kinds if all(isinstance(k, str) for k in kinds) else None, empty
 
 
 def _pick(key: str, n: int) -> int:

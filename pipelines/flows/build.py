@@ -208,23 +208,25 @@ ALL = (*SOURCES, SEGMENTED, *DERIVED)  #: build_all's datasets, in the order the
 def build_all(raw_root: str = str(DEMO_ROOT / "raw" / "sample-world"), out_root: str = str(DEMO_ROOT / "datasets"),
               images: int | None = 64, seed: int = 0, builders: list[str] | None = None,
               records_per_part: int = RECORDS_PER_PART, overwrite: bool = False,
-              ray_address: str | None = None) -> dict[str, dict]:
+              ray_address: str | None = None, val_scenes: int = 0) -> dict[str, dict]:
     """Every dataset: ``<raw_root>/<builder>`` for each raw builder (``images``: first write a sample
-    world of that many scenes there; 0 or None: use what is there), ``llava-crayon`` from LLaVA's
+    world of that many scenes, and ``val_scenes`` val-only ones, there; 0 or None: use what is
+    there), ``llava-crayon`` from LLaVA's
     pictures segmented by the tiny Mask2Former, then the derived datasets over the built ones.
     Independent builds run in parallel: the raw builds' parts while the segmenter runs, a derived
     build as soon as its upstream datasets are published. ``overwrite``: a new version of a dataset
     replaces the one committed at its folder (else that build fails, naming the folder)."""
     if ray_address:
         return on_ray(build_all, ray_address, dict(raw_root=raw_root, out_root=out_root, images=images, seed=seed,
-                                                   builders=builders, records_per_part=records_per_part, overwrite=overwrite))
+                                                   builders=builders, records_per_part=records_per_part, overwrite=overwrite,
+                                                   val_scenes=val_scenes))
     raw, out = Path(raw_root), Path(out_root)
     chosen = [name for name in ALL if name in set(builders or ALL)]
     unknown = sorted(set(builders or ()) - set(ALL))
     if unknown:
         raise ValueError(f"unknown builders {unknown}; known: {', '.join(ALL)}")
     if images:
-        sample_world(raw, images, seed)
+        sample_world(raw, images, seed, val_scenes)
     progress = BuildProgress(lineage.artifact_key("build-progress", "all"), f"part tasks of {len(chosen)} datasets finished")
     plans = {name: plan.with_options(name=f"plan-{name}").submit(name, [str(raw / name)], str(out / name), None, None,
                                                                   {}, records_per_part, overwrite)
@@ -266,9 +268,9 @@ def _succeeded(future: PrefectFuture) -> bool:
 
 
 @task(name="sample-world", cache_policy=NO_CACHE)
-def sample_world(out: Path, images: int, seed: int) -> str:
-    """Writes the world only when the one there has other (images, seed): cheap to check every run."""
-    return str(ensure_sample_world(out, images=images, seed=seed)[0])
+def sample_world(out: Path, images: int, seed: int, val_scenes: int = 0) -> str:
+    """Writes the world only when the one there has other (images, seed, val_scenes): cheap to check."""
+    return str(ensure_sample_world(out, images=images, seed=seed, val_scenes=val_scenes)[0])
 
 
 BUILDERS = {name: builder_flow(name) for name in (*SOURCES, *DERIVED)}

@@ -50,7 +50,7 @@ def demo(tmp_path_factory) -> Demo:
     env = {**os.environ, "CRAYONFLOW_PREFECT_PORT": str(port), "COLUMNS": "200"}
     d = Demo(root / "demo-output", LocalServer(root / "demo-output" / "prefect", port=port), "", env)
     try:
-        done = d.run("--images", "12", "--plan", str(root / "short.yaml"))
+        done = d.run("--images", "12", "--val-scenes", "8", "--plan", str(root / "short.yaml"))
         assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-6000:]
         yield Demo(d.data, d.server, done.stdout, env)
     finally:
@@ -61,6 +61,7 @@ def test_the_demo_builds_trains_and_evaluates_and_says_what_to_open(demo):
     out = demo.output
     assert out.count("built, verified") == len(ALL), out
     assert "trained 3 stages on 2 Ray workers" in out and "held-out (val) scores" in out
+    assert "gap [95% CI]" in out and "answer_type=yes/no" in out and "looks at its picture for:" in out
     assert f"open {demo.server.ui_url}/runs/flow-run/" in out
     for name in ALL:
         root = demo.data / "datasets" / name
@@ -73,6 +74,10 @@ def test_the_demo_builds_trains_and_evaluates_and_says_what_to_open(demo):
     for name in ("trained", "untrained"):
         report = json.loads((run / f"eval-val-{name}.json").read_text())
         assert {s["task"] for s in report["scores"]} >= {"refer", "vqa", "caption"}
+        blind = [s["blind"] is not None and s["gap_low"] <= s["gap_high"] for s in report["scores"]]
+        assert all(blind) if name == "trained" else not any(blind)  # the control is asked of the trained model
+        refer = next(s for s in report["scores"] if s["task"] == "refer" and s["family"] is None)
+        assert refer["n"] >= 12  # 9 val pictures with the extra scenes, not 1
     assert (demo.server.home / "prefect.db").is_file()  # its own SQLite, under the data folder
 
 
@@ -104,6 +109,6 @@ def test_the_ui_shows_the_demo_run_its_subflows_and_the_lineage_and_training_art
 
 
 def test_a_second_demo_run_reuses_every_dataset(demo):
-    again = demo.run("--images", "12", "--no-train")
+    again = demo.run("--images", "12", "--val-scenes", "8", "--no-train")
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
     assert again.stdout.count("reused, verified") == len(ALL), again.stdout

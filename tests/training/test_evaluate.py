@@ -29,6 +29,8 @@ from training.cli import evaluate_command
 from training.evaluate import (
     METRICS,
     EvalError,
+    blind_cells,
+    looking_summary,
     Prompt,
     evaluate,
     find_datasets,
@@ -112,7 +114,8 @@ def test_refer_hit_scores_the_first_box_in_pixels_at_iou_over_one_half():
 def test_an_untrained_tiny_model_scores_every_task_of_the_val_split_within_zero_and_one(model, data):
     report = evaluate(model, data, split="val")
     assert {s.task for s in report.scores} == set(METRICS)
-    assert [(s.task, s.metric) for s in report.scores] == [(t, m) for t, ms in METRICS.items() for m in ms]
+    tasks = [(s.task, s.metric) for s in report.scores if s.family is None]
+    assert tasks == [(t, m) for t, ms in METRICS.items() for m in ms]
     for s in report.scores:
         assert s.n > 0 and 0.0 <= s.value <= 1.0, s
     assert report.score("c2b").n == 2 and report.score("b2c").n == 1  # one val image: one yes, one no, one box
@@ -144,8 +147,9 @@ def perfect(data: Path):
 
 def test_a_perfect_answerer_scores_one_on_every_metric(data):
     report = evaluate(None, data, split="val", batch_size=3, answer_fn=perfect(data))
-    assert {(s.task, s.metric): s.value for s in report.scores} == {(t, m): 1.0 for t, ms in METRICS.items()
-                                                                    for m in ms}
+    assert {(s.task, s.metric): s.value for s in report.scores if s.family is None} == \
+        {(t, m): 1.0 for t, ms in METRICS.items() for m in ms}
+    assert all(s.value == 1.0 for s in report.scores)  # every family row too
     train = evaluate(None, data, split="train", limit=4, answer_fn=perfect(data))  # more images, same result
     assert all(s.value == 1.0 for s in train.scores) and train.score("refer").n == 4 and train.score("c2b").n == 8
 
@@ -240,3 +244,45 @@ def test_the_eval_command_exits_2_with_one_line(case, checkpoint, data, tmp_path
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
+
+
+# ---- the blind control -----------------------------------------------------------------------
+
+
+def test_an_answerer_that_ignores_the_image_is_no_better_than_its_blind_control(data):
+    report = evaluate(None, data, split="train", limit=6, answer_fn=perfect(data))  # knows the truth by key alone
+    for s in report.scores:
+        assert s.value == s.blind == 1.0 and (s.gap_low, s.gap_high) == (0.0, 0.0) and not s.looks, s
+    assert blind_cells(report.score("refer"))[2] == "not looking"
+    assert "looks at its picture for: no task" in looking_summary(report.scores)
+
+
+def test_an_answerer_that_reads_the_image_beats_its_blind_control(data):
+    knows = perfect(data)
+    truths = {(s.image.data, s.turns[0].content): s.key for name in DATASETS
+              for s in ShardDataset(data / name).samples() if s.image is not None}
+
+    def reads_image(prompts: list[Prompt]) -> list[str]:  # answers only questions about the picture it is shown
+        return [a if truths.get((p.image.data, p.instruction)) == p.key else ""
+                for p, a in zip(prompts, knows(prompts), strict=True)]
+
+    report = evaluate(None, data, split="train", answer_fn=reads_image)  # 10 pictures: every swap changes it
+    for task in ("refer", "identify", "vqa"):
+        s = report.score(task)
+        assert s.value == 1.0 and s.blind < 0.5 and s.gap_low > 0 and s.looks, s
+    assert looking_summary(report.scores).startswith("looks at its picture for: refer, identify, vqa")
+    assert evaluate(None, data, split="train", limit=6, answer_fn=reads_image, blind=False).score("refer").blind is None
+
+
+def test_vqa_rows_break_down_by_question_and_answer_type_and_refer_by_expression_kind(data):
+    report = evaluate(None, data, split="train", answer_fn=perfect(data))
+    families = {(s.task, s.family) for s in report.scores}
+    assert ("vqa", "answer_type=yes/no") in families and ("vqa", "question_type=how many") in families
+    assert {f for t, f in families if t == "refer"} >= {None, "expression=attribute"}
+    assert {f for t, f in families if t == "caption"} == {None}  # captions carry no family
+    for task in ("vqa", "refer"):
+        rows = [s for s in report.scores if s.task == task and s.family and s.family.startswith(
+            "expression=" if task == "refer" else "answer_type=")]
+        assert sum(s.n for s in rows) == report.score(task).n  # each sample in exactly one value of a family
+    doc = report.to_json()
+    assert {"family", "gap", "gap_low", "gap_high", "verdict"} <= set(doc["scores"][0])

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from datasets_builders.sample_world.scene import generate_scene
-from datasets_builders.sample_world.world import FORMATS, split_of, write_sample_world
+from datasets_builders.sample_world.world import FORMATS, SPLIT_FORMATS, split_of, write_sample_world
 from tests.datasets_builders.sample_world.small_world import IMAGES, SEED, SPLITS, load
 
 
@@ -28,7 +28,8 @@ def test_same_inputs_give_the_same_bytes_and_another_seed_differs(world, tmp_pat
 
 def test_summary_and_layout(world):
     assert load(world / "sample-world.json") == {
-        "seed": SEED, "images": IMAGES, "splits": {"train": 16, "val": 2, "test": 2}, "formats": list(FORMATS),
+        "seed": SEED, "images": IMAGES, "val_scenes": 0, "splits": {"train": 16, "val": 2, "test": 2},
+        "formats": list(FORMATS),
     }
     expected = {
         "coco-panoptic/annotations/panoptic_val2017.json", "coco-panoptic/annotations/panoptic_val2017/000000000009.png",
@@ -150,3 +151,15 @@ def test_images_are_copied_where_hard_links_fail(tmp_path, monkeypatch):
     first = out / "coco-panoptic/train2017/000000000001.jpg"
     copy = out / "coco-captions/train2017/000000000001.jpg"
     assert first.stat().st_nlink == 1 and copy.read_bytes() == first.read_bytes() == generate_scene(0, 0).jpeg(90)
+
+
+def test_val_scenes_add_held_out_pictures_to_the_split_formats_only_and_leave_training_data_alone(world, tmp_path):
+    bigger = write_sample_world(tmp_path / "bigger", images=IMAGES, seed=SEED, val_scenes=3).out
+    assert load(bigger / "sample-world.json")["splits"] == {"train": 16, "val": 5, "test": 2}
+    for folder in FORMATS:
+        for path in sorted((world / folder).rglob("*")):
+            twin = bigger / folder / path.relative_to(world / folder)
+            if path.is_file() and "train" in path.name or folder not in SPLIT_FORMATS and path.is_file():
+                assert twin.read_bytes() == path.read_bytes(), twin  # training data (and split-less formats) unchanged
+    questions = load(bigger / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json")["questions"]
+    assert {q["image_id"] for q in questions} >= {IMAGES + 1, IMAGES + 2, IMAGES + 3}  # the new scenes are asked about
