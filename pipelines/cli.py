@@ -7,15 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from datasets_builders.cli import make_build_command, sample_world, shards_app
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
-from training.cli import train_command
-from training.cli import evaluate_command
-from training.cli import looks_command
+from training.cli import evaluate_command, looks_command, table_console, train_command
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
     """Multiround's pseudo-labels come from a trained model: the layer that owns models makes the labeler."""
@@ -38,7 +35,7 @@ app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("eval")(evaluate_command)
 app.command("looks")(looks_command)
-console = Console(soft_wrap=True)
+console = table_console()
 
 DEFAULT_DATA_DIR = Path(os.environ.get("CRAYONFLOW_DATA", "demo-output"))
 

@@ -5,7 +5,8 @@ the build fingerprint) are what ``@materialize`` emits; the self-hosted UI has n
 so the same facts also go into keyed artifacts built here: a table per dataset (shards, counts
 per task and split, rejects by reason, index checksums) and a markdown lineage card (upstream
 inputs with hashes, builder, parameters, and the training runs that consumed it). For training:
-target against realised mixture per stage, the metrics, and the loss curve as a PNG.
+target against realised mixture per stage, the metrics, the loss curve as a PNG and, when the
+run probed it, the ``looks`` curve (own vs another sample's picture per task).
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from datasets_builders.store import InputRef, Manifest, ManifestError, load_manifest
 
@@ -170,15 +173,55 @@ def metrics_rows(metrics: Iterable[Mapping]) -> list[dict]:
     return rows
 
 
+class Series(NamedTuple):
+    """One line of a chart: its legend name, (global step, value) points, colour and style."""
+
+    name: str
+    points: list[tuple[int, float]]
+    colour: str = "#1f6feb"
+    dashed: bool = False
+
+
+#: one colour per task in multi-line charts (matplotlib's tab10)
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
 def loss_curve_png(points: list[tuple[int, float]], *, size: tuple[int, int] = (720, 360),
                    stage_starts: Iterable[int] = ()) -> bytes:
     """A plain line chart of (global step, loss), stage boundaries dashed: enough to see it fall."""
+    return line_chart_png([Series("training loss", points)], title="training loss", size=size,
+                          stage_starts=stage_starts)
+
+
+def looks_curve_png(metrics: Iterable[Mapping], *, size: tuple[int, int] = (720, 360),
+                    stage_starts: Iterable[int] = ()) -> bytes:
+    """Per task, the ``looks`` probe's loss with the own picture (solid) and another sample's (dashed)
+    over global steps: a model that uses its picture draws the solid line below the dashed one."""
+    curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for m in metrics:
+        for task, losses in m.get("looks", {}).items():
+            for which in ("own", "deranged"):
+                if losses.get(which) is not None:
+                    curves.setdefault(task, {}).setdefault(which, []).append((m["global_step"], losses[which]))
+    series = [Series(f"{task} {which}", points, PALETTE[k % len(PALETTE)], dashed=which == "deranged")
+              for k, (task, lines) in enumerate(sorted(curves.items())) for which, points in lines.items()]
+    return line_chart_png(series, title="looks: answer loss, own picture (solid) vs another's (dashed)", size=size,
+                          stage_starts=stage_starts)
+
+
+def line_chart_png(series: Sequence[Series], *, title: str, size: tuple[int, int] = (720, 360),
+                   stage_starts: Iterable[int] = ()) -> bytes:
+    """Lines of (global step, value) on shared axes, stage boundaries dashed; with several lines,
+    the title and a legend (four entries a row) above the plot."""
     from PIL import Image, ImageDraw
 
     width, height = size
-    margin_l, margin_r, margin_t, margin_b = 56, 16, 16, 36
+    legend_rows = math.ceil(len(series) / 4) if len(series) > 1 else 0
+    margin_l, margin_r, margin_t, margin_b = 56, 16, 16 + (18 + 12 * legend_rows if legend_rows else 0), 36
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
+    points = [p for s in series for p in s.points]
     if not points:
         draw.text((margin_l, height // 2), "no metrics reported", fill="black")
         return _png(image)
@@ -193,17 +236,45 @@ def loss_curve_png(points: list[tuple[int, float]], *, size: tuple[int, int] = (
     draw.rectangle([margin_l, margin_t, width - margin_r, height - margin_b], outline="#888888")
     for boundary in stage_starts:
         if x0 < boundary < x1:
-            top, bottom = at(boundary, y1), at(boundary, y0)
-            for y in range(int(top[1]), int(bottom[1]), 8):
-                draw.line([(top[0], y), (top[0], y + 4)], fill="#aaaaaa")
+            _dashed(draw, [at(boundary, y1), at(boundary, y0)], "#aaaaaa", 1)
     for tick in range(5):
         y = y0 + (y1 - y0) * tick / 4
         draw.text((4, at(x0, y)[1] - 6), f"{y:.2f}", fill="black")
     draw.text((margin_l, height - margin_b + 8), f"step {x0}", fill="black")
     draw.text((width - margin_r - 80, height - margin_b + 8), f"step {x1}", fill="black")
-    draw.line([at(x, y) for x, y in points], fill="#1f6feb", width=2)
-    draw.text((margin_l + 8, margin_t + 4), "training loss", fill="black")
+    for s in series:
+        line = [at(x, y) for x, y in s.points]
+        if s.dashed:
+            _dashed(draw, line, s.colour, 2)
+        elif len(line) > 1:
+            draw.line(line, fill=s.colour, width=2)
+        else:
+            draw.ellipse([line[0][0] - 2, line[0][1] - 2, line[0][0] + 2, line[0][1] + 2], fill=s.colour)
+    if not legend_rows:
+        draw.text((margin_l + 8, margin_t + 4), title, fill="black")
+        return _png(image)
+    draw.text((margin_l, 4), title, fill="black")
+    column = (width - margin_l - margin_r) // 4
+    for k, s in enumerate(series):
+        draw.text((margin_l + column * (k % 4), 20 + 12 * (k // 4)), f"{'- -' if s.dashed else '---'} {s.name}",
+                  fill=s.colour)
     return _png(image)
+
+
+def _dashed(draw, line: Sequence[tuple[float, float]], colour: str, width: int, dash: float = 4.0,  # noqa: ANN001
+            gap: float = 4.0) -> None:
+    """A polyline drawn as dashes (PIL has no dash style); one point is a dot."""
+    if len(line) == 1:
+        x, y = line[0]
+        draw.ellipse([x - 2, y - 2, x + 2, y + 2], fill=colour)
+    for (ax, ay), (bx, by) in zip(line, line[1:]):
+        length = math.hypot(bx - ax, by - ay)
+        t = 0.0
+        while t < length:
+            u, v = t / length, min(t + dash, length) / length
+            draw.line([(ax + (bx - ax) * u, ay + (by - ay) * u), (ax + (bx - ax) * v, ay + (by - ay) * v)],
+                      fill=colour, width=width)
+            t += dash + gap
 
 
 def data_url(png: bytes) -> str:

@@ -174,20 +174,18 @@ def blind_cells(score: Score | Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def looking_summary(scores: Sequence[Score | Mapping[str, Any]]) -> str:
-    """One line: which tasks (and families) beat their blind control, and which do not."""
+    """One line: the tasks with a metric above its blind control (and, for the others, any family
+    that is), and the tasks with none."""
     rows = [s if isinstance(s, Mapping) else asdict(s) for s in scores]
     asked = [r for r in rows if r.get("blind") is not None]
     if not asked:
-        return "looks at its picture: not measured (no blind control was asked)"
-
-    def names(looking: bool, family: bool) -> list[str]:
-        return list(dict.fromkeys(f"{r['task']} ({r['family']})" if family else r["task"] for r in asked
-                                  if (r["family"] is not None) == family
-                                  and (verdict((r["gap_low"], r["gap_high"])) == "looking") == looking))
-
-    tasks, families_ = names(True, False), names(True, True)
-    found = ", ".join(tasks + [f for f in families_ if f.split(" ", 1)[0] not in tasks]) or "no task"
-    return f"looks at its picture for: {found}; not for: {', '.join(names(False, False)) or 'none'}"
+        return "looks at its picture for: not measured (no blind control was asked)"
+    looking = [r for r in asked if verdict((r["gap_low"], r["gap_high"])) == "looking"]
+    tasks = list(dict.fromkeys(r["task"] for r in looking if r["family"] is None))
+    families_ = list(dict.fromkeys(f"{r['task']} ({r['family']})" for r in looking
+                                   if r["family"] is not None and r["task"] not in tasks))
+    others = [t for t in dict.fromkeys(r["task"] for r in asked) if t not in tasks]
+    return f"looks at its picture for: {', '.join(tasks + families_) or 'no task'}; not for: {', '.join(others) or 'none'}"
 
 
 # ---- metrics -----------------------------------------------------------------------------
@@ -387,7 +385,7 @@ def _probes(datasets: Mapping[str, Path], split: str, limit: int | None) -> Iter
             for i in rows:
                 if limit is None or taken[tasks[i]] < limit:
                     taken[tasks[i]] += 1
-                    sample, picture = Sample.from_members(ds.key(i), ds.read(i)), _image_hash(ds, i)
+                    sample, picture = Sample.from_members(ds.key(i), ds.read(i)), image_hash(ds, i)
                     grouped = families(sample.task, sample.meta)
                     for prompt, expected, check in _sample_probes(name, sample, captions.get(picture, ()), classes):
                         yield _Asked(prompt, expected, check, (name, i), picture,
@@ -441,11 +439,11 @@ def _references(ds: ShardDataset, rows: Sequence[int]) -> dict[int, tuple[str, .
     """Image hash -> every stored caption of that image among ``rows``."""
     refs: dict[int, list[str]] = {}
     for i, doc in zip(rows, _docs(ds, rows)):
-        refs.setdefault(_image_hash(ds, i), []).append(doc["turns"][1]["content"])
+        refs.setdefault(image_hash(ds, i), []).append(doc["turns"][1]["content"])
     return {h: tuple(r) for h, r in refs.items() if h is not None}
 
 
-def _image_hash(ds: ShardDataset, row: int) -> int | None:
+def image_hash(ds: ShardDataset, row: int) -> int | None:
     """The index's xxh3 of the sample's image member: the same picture, the same number."""
     members = ds.index["members"][row].as_py()
     return next((m["xxh3"] for m in members if m["ext"] in ("jpg", "png")), None)

@@ -82,6 +82,8 @@ class Plan:
     data_root: str = "data/datasets"
     checkpoint_every: int = 100  #: steps between training checkpoints
     log_every: int = 10
+    looks_every: int = 0  #: global steps between ``looks`` probes on the val split (0: never; also at stage ends)
+    looks_samples: int = 32  #: probes per task of each ``looks``
 
     def dataset_path(self, name: str, use: DatasetUse, data_root: Path | None = None) -> Path:
         """``<root>/<name>``, or ``use.path``: absolute as is, relative under the root (``--data`` or data_root)."""
@@ -133,9 +135,11 @@ def _check(plan: Plan) -> None:
         raise PlanError("plan.model: give exactly one of preset or checkpoint")
     if not plan.stages:
         raise PlanError("plan.stages: at least one stage")
-    for key in ("checkpoint_every", "log_every"):
+    for key in ("checkpoint_every", "log_every", "looks_samples"):
         if getattr(plan, key) < 1:
             raise PlanError(f"plan.{key}: must be positive, got {getattr(plan, key)}")
+    if plan.looks_every < 0:
+        raise PlanError(f"plan.looks_every: must be 0 (never) or positive, got {plan.looks_every}")
     if len({s.name for s in plan.stages}) != len(plan.stages):
         raise PlanError("plan.stages: stage names must be distinct")
     for i, stage in enumerate(plan.stages):

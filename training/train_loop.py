@@ -14,7 +14,9 @@
    plain model checkpoint ``<run>/stage-<k>`` too, before that stage's last training checkpoint: a
    worker lost in between is retried from an earlier one and writes it again, never skips it.
    Every rank appends the keys of each step's samples (and its pid) to
-   ``<run>/seen-rank-<r>.jsonl``, so what any step trained on can be looked up.
+   ``<run>/seen-rank-<r>.jsonl``, so what any step trained on can be looked up. With the plan's
+   ``looks_every``, rank 0 also probes whether the model uses its picture (``training.looks`` on
+   the data root's val split) every that many global steps and at each stage's end, into metrics.
 
 Dual LoRA (a stage whose ``adapter`` names one adapter per dataset, in per_batch mode): both
 adapters stay active and trainable under DDP; after backward the gradients of the adapters not
@@ -47,6 +49,8 @@ from models.presets import PRESETS
 from training.checkpoint import (load_training_model, read_optimizer_state, restorable_checkpoint,
                                  save_training_checkpoint)
 from training.collate import Collator
+from training.evaluate import EvalError
+from training.looks import looks
 from training.mixture.loader import MixtureLoader
 from training.mixture.state import LoaderState
 from training.mixture.stream import stage_batches
@@ -122,13 +126,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                     "stage": stage.name, "plan": plan.name, "realised": loader.realised(s, stage.num_steps),
                     "epochs": loader.epochs(s, stage.num_steps)})
             checkpoint_now = done % plan.checkpoint_every == 0 or done == stage.num_steps
-            if checkpoint_now or done % plan.log_every == 0:
+            looks_now = plan.looks_every > 0 and (_global_step(plan, s, done) % plan.looks_every == 0
+                                                  or done == stage.num_steps)
+            if checkpoint_now or looks_now or done % plan.log_every == 0:
                 metrics = window.metrics(world) | {"stage": s, "stage_name": stage.name, "step": done,
                                                    "global_step": _global_step(plan, s, done), "lr": rate,
                                                    "realised": loader.realised(s, done),
                                                    "epochs": loader.epochs(s, done)}
                 if stage.lr.parts:
                     metrics["lr_parts"] = part_learning_rates(optimizer)
+                if looks_now and rank == 0:
+                    metrics |= _looks_metrics(model, plan, config, world)
                 _report(metrics, model, optimizer, state, stage.name, checkpoint_now and rank == 0, run_dir, rank)
                 window = _Window()
 
@@ -191,14 +199,30 @@ def _report(metrics: dict, model, optimizer, state: LoaderState, stage_name: str
         ray.train.report(_flat(metrics), checkpoint=ray.train.Checkpoint.from_directory(str(folder)))
 
 
-def _flat(metrics: dict) -> dict:
-    """Ray keeps scalars best: nested dicts become ``loss_per_task/refer`` style keys."""
+def _looks_metrics(model, plan: Plan, config: dict, world: int) -> dict:  # noqa: ANN001
+    """Rank 0's ``looks`` probe of the val split of every dataset under the data root:
+    ``{"looks": {task: {"own", "deranged", "zero"}}}``, or nothing when no dataset has val pictures.
+    Not under FSDP with several ranks: rank 0 alone holds only a shard of the weights."""
+    if config.get("strategy", "ddp") == "fsdp" and world > 1:
+        _log.warning("looks skipped: FSDP shards the model across ranks")
+        return {}
+    try:
+        report = looks(model, Path(config.get("data_root") or plan.data_root), split="val",
+                       per_task=plan.looks_samples, seed=plan.seed)
+    except EvalError as e:
+        _log.warning("looks skipped: %s", e)
+        return {}
+    return {"looks": report.summary()}
+
+
+def _flat(metrics: dict, prefix: str = "") -> dict:
+    """Ray keeps scalars best: nested dicts become ``loss_per_task/refer`` (``looks/refer/own``) style keys."""
     flat = {}
     for key, value in metrics.items():
         if isinstance(value, dict):
-            flat.update({f"{key}/{k}": v for k, v in value.items()})
+            flat.update(_flat(value, f"{prefix}{key}/"))
         else:
-            flat[key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 

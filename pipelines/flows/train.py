@@ -4,8 +4,8 @@ The flow process is the Ray driver (``training.launch.train`` calls ``TorchTrain
 Ray by default, ``ray_address`` to join a cluster. While it runs, a progress artifact follows the
 global step; after it, each stage's checkpoint is materialized as an asset that depends on the
 dataset versions the stage read, the run's artifacts show target against realised mixture per
-stage, the last metrics per stage and the loss curve, and each consumed dataset's lineage card
-gains this run under "Consumed by".
+stage, the last metrics per stage, the loss curve (and the ``looks`` curve when the plan probes
+it), and each consumed dataset's lineage card gains this run under "Consumed by".
 """
 
 from __future__ import annotations
@@ -123,6 +123,13 @@ def publish_training(plan: Path, result: TrainResult) -> None:
     (result.run_dir / "loss.png").write_bytes(png)
     create_image_artifact(lineage.data_url(png), key=lineage.artifact_key("training-loss", run),
                           description=f"{run}: loss per reported step; dashed lines start stages")
+    if any("looks" in m for m in metrics):
+        looks_png = lineage.looks_curve_png(metrics, stage_starts=starts)
+        (result.run_dir / "looks.png").write_bytes(looks_png)
+        create_image_artifact(lineage.data_url(looks_png), key=lineage.artifact_key("training-looks", run),
+                              description=f"{run}: held-out answer loss per task with its own picture (solid) and "
+                                          "another sample's (dashed); a model that uses its picture keeps solid "
+                                          "below dashed")
 
 
 @task(name="record-consumers", cache_policy=NO_CACHE)

@@ -279,7 +279,8 @@ def test_unknown_key_at_top_level():
     data = _minimal()
     data["stagse"] = []
     assert _error(data) == ("plan.stagse: unknown key; "
-                            "known: checkpoint_every, data_root, log_every, model, name, seed, stages")
+                            "known: checkpoint_every, data_root, log_every, looks_every, looks_samples, model, name, seed, "
+                            "stages")
 
 
 def test_unknown_key_deep():

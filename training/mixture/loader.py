@@ -142,7 +142,7 @@ class MixtureLoader:
         row, errors = item.row, []
         while len(errors) < MAX_CONSECUTIVE_FAILURES:
             try:
-                sample, image, crayon = _decode(dataset, row)
+                sample, image, crayon = decode_row(dataset, row)
                 return Fetched(item, sample, image, crayon, replaced=len(errors))
             except (OSError, ValueError, KeyError) as e:  # corrupt member, bad JSON, undecodable image
                 errors.append(f"row {row}: {e}")
@@ -151,7 +151,8 @@ class MixtureLoader:
                           f"(dataset {item.dataset}); first: {errors[0]}")
 
 
-def _decode(dataset: ShardDataset, row: int) -> tuple[Sample, PILImage.Image | None, np.ndarray | None]:
+def decode_row(dataset: ShardDataset, row: int) -> tuple[Sample, PILImage.Image | None, np.ndarray | None]:
+    """One stored row as training reads it: the sample, its picture as RGB, its crayon map (semantic, numbering)."""
     raw = dataset.read(row, check=True)
     sample = Sample.from_members(raw["__key__"], raw)
     where = f"{dataset.root} sample {sample.key}"
