@@ -104,7 +104,7 @@ class LooksReport:
 
 
 def looks(model, datasets: Mapping[str, Path] | Path, split: str = "val", per_task: int = 64,  # noqa: ANN001
-          seed: int = 0, batch_size: int = 16) -> LooksReport:
+          seed: int = 0, batch_size: int = 64) -> LooksReport:
     """The three losses of every probe (``per_task`` per task with a picture) and their report.
     Raises EvalError when the folder holds no datasets or the split no pictured samples."""
     datasets = dict(datasets) if isinstance(datasets, Mapping) else find_datasets(datasets)
@@ -154,7 +154,7 @@ def probes(datasets: Mapping[str, Path], split: str, per_task: int) -> Iterator[
 
 
 def losses(model, probed: Sequence[Probe], donors: Mapping[int, int],  # noqa: ANN001 - a GroundedVLM
-           batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per probe: mean answer-token loss with its own picture, its donor's (NaN without a donor) and none."""
     spec = InputSpec.of(model)
     collator = Collator(spec, seed=0, vary_templates=False)
