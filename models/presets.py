@@ -32,15 +32,18 @@ TINY_JAMBA = {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers":
 
 
 def tiny(*, connector: str = "merger", crayon: bool = False, crayon_layers: bool = False, llm: str = "llama",
-         adapter: str = "lora") -> ModelConfig:
-    """The tiny model with one option per part switched (see the module docstring)."""
+         adapter: str = "lora", llm_checkpoint: str | None = None, vision_checkpoint: str | None = None) -> ModelConfig:
+    """The tiny model with one option per part switched (see the module docstring); ``llm_checkpoint``:
+    a local folder (``crayonflow pretrain llm``) whose Llama and tokenizer replace the random ones;
+    ``vision_checkpoint``: one from ``crayonflow pretrain vision`` (its image size comes with it)."""
     data: dict[str, Any] = {
-        "vision": {"model_type": "clip_vision_model", "init": TINY_VISION, "feature_layer": -1},
+        "vision": {"model_type": "clip_vision_model", "init": TINY_VISION, "feature_layer": -1,
+                   "checkpoint": vision_checkpoint},
         "connector": {"kind": connector, "merge": 4, "vce_layers": [-2, -3, -4, -5], "vce_heads": 4,
                       "vce_points": 2},
         "crayon": {"enabled": crayon or crayon_layers, "num_classes": 133, "max_instances": 20, "dim": 32,
                    "layer_rank": 8 if crayon_layers else 0},
-        "llm": {"model_type": llm, "init": TINY_LLAMA if llm == "llama" else TINY_JAMBA},
+        "llm": {"model_type": llm, "init": TINY_LLAMA if llm == "llama" else TINY_JAMBA, "checkpoint": llm_checkpoint},
         "adapter": {"kind": "dual-lora" if adapter == "dual-lora" else "lora", "rank": 8, "alpha": 16.0,
                     "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
                     "names": ["crayon", "vl"] if adapter == "dual" else ["default"]},

@@ -13,6 +13,7 @@ from datasets_builders.cli import make_build_command, sample_world, shards_app
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
 from training.cli import evaluate_command, looks_command, table_console, train_command
+from training.pretrain.cli import pretrain_app
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
     """Multiround's pseudo-labels come from a trained model: the layer that owns models makes the labeler."""
@@ -34,6 +35,7 @@ app.command("chat")(chat)
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
 app.command("eval")(evaluate_command)
+app.add_typer(pretrain_app, name="pretrain")
 app.command("looks")(looks_command)
 console = table_console()
 

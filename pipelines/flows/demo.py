@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import flow
 
-from pipelines.demo import DEMO_EVAL_LIMIT, DEMO_PLAN, DEMO_ROOT, DEMO_VAL_SCENES
+from pipelines.demo import DEMO_EVAL_BATCH, DEMO_EVAL_LIMIT, DEMO_PLAN, DEMO_ROOT, DEMO_VAL_SCENES
 from pipelines.flows.build import build_all
 from pipelines.flows.evaluate import evaluate
 from pipelines.flows.train import train_three_stage
@@ -28,5 +28,5 @@ def demo(data_dir: str = str(DEMO_ROOT), images: int = 64, seed: int = 0, train:
                                     workers=workers, cpus_per_worker=cpus_per_worker)
         summary["training"] = trained
         summary["evaluation"] = evaluate(checkpoint=trained["stages"][-1], data_root=str(root / "datasets"),
-                                         baseline_plan=plan, limit=eval_limit)
+                                         baseline_plan=plan, limit=eval_limit, batch_size=DEMO_EVAL_BATCH)
     return summary

@@ -22,12 +22,13 @@ from training.evaluate import blind_cells
 @flow(name="evaluate", log_prints=True)
 def evaluate(checkpoint: str = str(DEMO_ROOT / "runs" / "tiny-demo" / "stage-3"),
              data_root: str = str(DEMO_ROOT / "datasets"), split: str = "val",
-             baseline_plan: str | None = str(DEMO_PLAN), limit: int | None = None) -> dict:
+             baseline_plan: str | None = str(DEMO_PLAN), limit: int | None = None, batch_size: int = 64) -> dict:
     """Score ``checkpoint`` on ``split``; ``baseline_plan``'s start model too, so the gain is measured."""
-    reports = {"trained": score.with_options(name="score-trained")(checkpoint, data_root, split, limit, blind=True)}
+    reports = {"trained": score.with_options(name="score-trained")(checkpoint, data_root, split, limit, blind=True,
+                                                                   batch_size=batch_size)}
     if baseline_plan:
         reports["untrained"] = score.with_options(name="score-untrained")(f"plan:{baseline_plan}", data_root,
-                                                                          split, limit)
+                                                                          split, limit, batch_size=batch_size)
     run_dir = Path(checkpoint).parent
     for name, report in reports.items():
         (run_dir / f"eval-{split}-{name}.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -37,7 +38,8 @@ def evaluate(checkpoint: str = str(DEMO_ROOT / "runs" / "tiny-demo" / "stage-3")
 
 
 @task(cache_policy=NO_CACHE)
-def score(model: str, data_root: str, split: str, limit: int | None, blind: bool = False) -> dict:
+def score(model: str, data_root: str, split: str, limit: int | None, blind: bool = False,
+          batch_size: int = 64) -> dict:
     """``model`` is a checkpoint folder, or ``plan:<file>`` for that plan's starting model; ``blind``
     adds the deranged-image control."""
     from models.checkpoint import load_model
@@ -46,7 +48,8 @@ def score(model: str, data_root: str, split: str, limit: int | None, blind: bool
     from training.train_loop import start_model
 
     loaded = start_model(load_plan(Path(model[5:]))) if model.startswith("plan:") else load_model(Path(model))
-    return evaluate_model(loaded, Path(data_root), split=split, limit=limit, blind=blind).to_json()
+    return evaluate_model(loaded, Path(data_root), split=split, limit=limit, blind=blind,
+                          batch_size=batch_size).to_json()
 
 
 def comparison_rows(reports: dict[str, dict]) -> list[dict]:
