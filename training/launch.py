@@ -78,10 +78,25 @@ def _config(plan: Plan, run_dir: Path, data_root: Path | None, strategy: str, lo
         raise PlanError(f"FSDP needs one GPU per worker ({workers}; the cluster has {gpus}): Ray Train refuses it "
                         "on CPU. Use --strategy ddp")
     per_worker = cpus_per_worker if cpus_per_worker is not None else (0.5 if cpus <= workers else 1.0)
-    return {"plan": dataclasses.asdict(plan), "run_dir": str(run_dir),
+    return {"plan": dataclasses.asdict(_with_absolute_paths(plan)), "run_dir": str(run_dir),
             "data_root": str(Path(data_root).resolve()) if data_root else None, "strategy": strategy,
             "loader_workers": loader_workers, "fail_at": list(fail_at) if fail_at else None,
             "threads": max(1, int(per_worker)), "use_gpu": gpus >= workers, "cpus": per_worker}
+
+
+def _with_absolute_paths(plan: Plan) -> Plan:
+    """The plan's checkpoint folders (the model's, its ``*_checkpoint`` options, stage inits) resolved
+    against the driver's working folder: Ray workers may run in another."""
+    from dataclasses import replace
+
+    def absolute(path: str | None) -> str | None:
+        return None if path is None else str(Path(path).resolve())
+
+    options = {k: absolute(v) if k.endswith("checkpoint") and isinstance(v, str) else v
+               for k, v in plan.model.options.items()}
+    model = replace(plan.model, checkpoint=absolute(plan.model.checkpoint), options=options)
+    stages = tuple(s if s.init == "previous" else replace(s, init=absolute(s.init)) for s in plan.stages)
+    return replace(plan, model=model, stages=stages)
 
 
 def _trainer(config: dict, workers: int, run: str, storage: Path, max_failures: int):  # noqa: ANN202
