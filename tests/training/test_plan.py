@@ -588,3 +588,13 @@ def test_relative_dataset_path_is_under_the_data_root(tmp_path):
     use = DatasetUse(1.0, path="refcoco", tasks=("identify",))
     assert plan.dataset_path("invrefcoco", use) == Path("data/datasets/refcoco")
     assert plan.dataset_path("invrefcoco", use, tmp_path) == tmp_path / "refcoco"
+
+
+def test_the_pretrained_recipe_names_options_the_tiny_preset_takes_and_trains_the_connector_faster():
+    from models.presets import PRESETS
+
+    plan = load_plan(RECIPES / "tiny-pretrained.yaml")
+    config = PRESETS[plan.model.preset](**plan.model.options)  # a misspelt option is a TypeError here
+    assert config.llm.checkpoint and config.vision.checkpoint
+    align, multitask = plan.stages
+    assert align.trainable == ("connector",) and multitask.lr.parts["connector"] == pytest.approx(10 * multitask.lr.max)
