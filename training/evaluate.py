@@ -25,7 +25,7 @@ greedily, in left-padded batches, and scored against the sample's own truth:
 crayon map) of another probe of the same task, a fixed seeded derangement that never gives a probe
 a picture with the same bytes where the task has two or more pictures (``controls.derangement``).
 The truth stays the question's own, so the second score is what the model reaches from the
-question alone, its language prior. ``Score.gap_interval`` is the 95 % bootstrap interval of the
+question alone, its language prior. ``Score.gap_low``..``gap_high`` is the 95 % bootstrap interval of the
 paired per-question difference; a row whose interval includes 0 reads "not looking": no evidence
 the model reads its image, however high the score is.
 
