@@ -22,7 +22,8 @@ SEGMENTED = "llava-crayon"  #: crayon shards of LLaVA's pictures, segmented by t
 #: image gives one B2C probe), so a score can be told from its blind control
 DEMO_VAL_SCENES = 200
 DEMO_EVAL_LIMIT = 200  #: held-out samples scored per task (crayon: images), to keep the demo within minutes
-DEMO_EVAL_BATCH = 128  #: questions per generation batch: on CPU a tiny model's step costs about the same for 16 rows or 256
+#: questions per generation batch: on CPU a tiny model's decoding step costs about the same for 16 rows or 256
+DEMO_EVAL_BATCH = 128
 
 
 def ensure_sample_world(out: Path, *, images: int, seed: int, val_scenes: int = 0) -> tuple[Path, bool]:

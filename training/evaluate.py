@@ -185,7 +185,8 @@ def looking_summary(scores: Sequence[Score | Mapping[str, Any]]) -> str:
     families_ = list(dict.fromkeys(f"{r['task']} ({r['family']})" for r in looking
                                    if r["family"] is not None and r["task"] not in tasks))
     others = [t for t in dict.fromkeys(r["task"] for r in asked) if t not in tasks]
-    return f"looks at its picture for: {', '.join(tasks + families_) or 'no task'}; not for: {', '.join(others) or 'none'}"
+    found, missing = ", ".join(tasks + families_) or "no task", ", ".join(others) or "none"
+    return f"looks at its picture for: {found}; not for: {missing}"
 
 
 # ---- metrics -----------------------------------------------------------------------------
