@@ -128,7 +128,8 @@ def sample_world(
     except FileExistsError as e:
         console.print(f"[red]{escape(str(e))}[/red]")
         raise typer.Exit(1) from None
-    console.print(f"{escape(str(out))}: {images} scenes (seed {seed}) in {time.perf_counter() - started:.1f} s; "
+    extra = f" + {val_scenes} val-only" if val_scenes else ""
+    console.print(f"{escape(str(out))}: {images}{extra} scenes (seed {seed}) in {time.perf_counter() - started:.1f} s; "
                   f"splits {escape(json.dumps(summary.splits))}")
     for name in summary.formats:
         console.print(f"  crayonflow build {name} --input {escape(str(out / name))} --out data/datasets/{name}")
