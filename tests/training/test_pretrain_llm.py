@@ -21,7 +21,8 @@ from models.build import build_model
 from models.presets import tiny
 from models.tokenizer import tiny_tokenizer
 from training.pretrain.cache import FINGERPRINT_FILE
-from training.pretrain.llm import answer_hit, encode_in_slot, llm_command, pretrain_llm
+from training.pretrain.cli import llm_command
+from training.pretrain.llm import answer_hit, encode_in_slot, pretrain_llm
 
 SCENES = [generate_scene(5, index) for index in range(12)]
 TINY_RUN = {"steps": 20, "batch": 2, "scenes": 4, "held_out_scenes": 2, "warmup": 2, "threads": 1,

@@ -30,6 +30,7 @@ from models.inputs import pixels
 from models.presets import tiny
 from models.prompt import collate, encode_conversation
 from training.pretrain.cache import FINGERPRINT_FILE
+from training.pretrain.cli import vision_command
 from training.pretrain.vision import (
     HEADS_FILE,
     WORLD_SEED,
@@ -40,7 +41,6 @@ from training.pretrain.vision import (
     pretrain_vision,
     render_scenes,
     tiny_tower,
-    vision_command,
 )
 
 SMALL = {"steps": 20, "batch": 4, "scenes": 6, "held_out": 3, "image_size": 112}

@@ -23,9 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import typer
 from PIL import Image
-from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
@@ -39,15 +37,13 @@ from models.presets import TINY_LLAMA
 from models.prompt import IGNORE, Encoded, collate, encode_conversation, encode_prompt
 from models.tokenizer import tiny_tokenizer
 from training.pretrain.cache import cached_folder
+from training.pretrain.defaults import LLM_DEFAULTS, LLM_WORLD_SEED as WORLD_SEED
 from training.evaluate import ANSWER_TOKENS, exact, refer_hit
 from training.optim import learning_rate, make_optimizer, set_learning_rate
 from training.plan import Schedule
 
-WORLD_SEED = 1_000_003  #: training scenes; the demo world is seed 0 and its val scenes must stay unseen
+DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_LR = LLM_DEFAULTS["steps"], LLM_DEFAULTS["batch"], LLM_DEFAULTS["lr"]
 HELD_OUT_SEED = 2_000_029  #: the fixed held-out scenes, a world of their own
-#: lr and batch won the < 5-minute runs of model-looks.md (2026-12-07); 3,000 steps (about 18 min on one
-#: thread) is what made it look things up on text for every family, refer included (refer .23/.03)
-DEFAULT_STEPS, DEFAULT_BATCH, DEFAULT_LR = 3000, 32, 1e-3
 EVAL_TASKS = ("vqa", "refer", "identify")
 #: trained by default: the look-up tasks; captions teach no look-up and their long answers cost time
 LOOKUP_TASKS = EVAL_TASKS
@@ -229,25 +225,6 @@ def held_out_table(report: dict[str, Any]) -> Table:
         for family, (own, blind, n) in families.items():
             table.add_row(task if family == "all" else "", family, str(n), f"{own:.2f}", f"{blind:.2f}")
     return table
-
-
-def llm_command(
-    out: Path = typer.Option(..., "--out", help="Folder for the save_pretrained Llama and its tokenizer."),
-    steps: int = typer.Option(DEFAULT_STEPS, help="Optimizer steps."),
-    batch: int = typer.Option(DEFAULT_BATCH, help="Samples per step."),
-    lr: float = typer.Option(DEFAULT_LR, help="Peak learning rate (warm-up, then cosine to 0)."),
-    seed: int = typer.Option(0, help="Initialisation and sampling seed."),
-    scenes: int = typer.Option(1000, help="Training scenes generated from the training world seed."),
-    held_out_scenes: int = typer.Option(100, help="Held-out scenes (another seed) for the own/blind table."),
-    threads: int = typer.Option(2, help="torch threads (speed only; on a busy machine 1 can be faster)."),
-) -> None:
-    """Pretrain the tiny Llama on text versions of the sample world's tasks (scene as text in the image slot)."""
-    report = pretrain_llm(out, steps=steps, batch=batch, lr=lr, seed=seed, scenes=scenes,
-                          held_out_scenes=held_out_scenes, threads=threads)
-    console = Console()
-    console.print(held_out_table(report))
-    state = "reused (fingerprint matches)" if report["reused"] else f"trained in {report['minutes']} min"
-    console.print(f"{report['folder']}: {state}")
 
 
 def _without_pixels(scene: Scene) -> Scene:

@@ -33,12 +33,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import typer
 from PIL import Image as PILImage
 from torch import Tensor, nn
 
@@ -53,13 +52,10 @@ from models.vision_tower import VisionTower, build_vision_tower
 from training.optim import learning_rate, set_learning_rate
 from training.plan import Schedule
 from training.pretrain.cache import cached_folder
+from training.pretrain.defaults import VISION_DEFAULTS as DEFAULTS, VISION_WORLD_SEED as WORLD_SEED
 
-WORLD_SEED = 2_000_003  #: a world of its own: never the demo world's (seed 0 or 11) val scenes
 HELD_OUT_FIRST = 10_000_000  #: held-out scene indices start here; training scenes stay below
 HEADS_FILE = "patch-heads.pt"
-#: the defaults of ``pretrain_vision`` and the command: the best measured setting (docs/model-looks.md, 2026-12-07)
-DEFAULTS = {"steps": 2000, "batch": 32, "lr": 3e-3, "scenes": 2000, "held_out": 120, "image_size": 112,
-            "shape_radius": 0, "flip": True}
 SHAPES = len(THING_SHAPES)  #: CATEGORIES starts with the thing shapes
 
 #: (description, completed, total): what the command's progress bar shows
@@ -259,49 +255,3 @@ def pretrain_vision(out: Path, *, steps: int = DEFAULTS["steps"], batch: int = D
                 "minutes": (time.perf_counter() - started) / 60, **timings}
 
     return cached_folder(out, recipe, [Path(__file__), Path(patches_module.__file__)], build)
-
-
-def vision_command(
-    out: Annotated[Path, typer.Option(help="Folder for the pretrained tower (save_pretrained + patch-heads.pt).")],
-    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps.")] = DEFAULTS["steps"],
-    batch: Annotated[int, typer.Option(min=1, help="Scenes per step.")] = DEFAULTS["batch"],
-    lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine to a tenth).")] = DEFAULTS["lr"],
-    image_size: Annotated[int, typer.Option(help="Input side in pixels (a multiple of 14).")] = DEFAULTS["image_size"],
-    seed: Annotated[int, typer.Option(help="Seed of the initialisation and the batch order.")] = 0,
-    scenes: Annotated[int, typer.Option(min=1, help="Freshly rendered training scenes.")] = DEFAULTS["scenes"],
-    held_out: Annotated[int, typer.Option(min=1, help="Held-out scenes the accuracies are measured on.")] = DEFAULTS[
-        "held_out"],
-    shape_radius: Annotated[int, typer.Option(min=0, help="Each patch predicts the shapes within this many "
-                                                          "patches of it (0: its own).")] = DEFAULTS[
-        "shape_radius"],
-    flip: Annotated[bool, typer.Option(help="Mirror half the training pictures left-right.")] = DEFAULTS["flip"],
-    world_seed: Annotated[int, typer.Option(help="The sample world the scenes come from.")] = WORLD_SEED,
-) -> None:
-    """Pretrain the tiny CLIP ViT on dense per-patch truth; reused while its arguments and code are unchanged."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
-
-    console = Console(soft_wrap=True)
-    with Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-             console=console) as bar:
-        task = bar.add_task("rendering", total=None)
-
-        def show(description: str, completed: int, total: int) -> None:
-            bar.update(task, description=description, completed=completed, total=total)
-
-        try:
-            folder, report, reused = pretrain_vision(out, steps=steps, batch=batch, lr=lr, seed=seed,
-                                                     world_seed=world_seed, scenes=scenes, held_out=held_out,
-                                                     image_size=image_size, shape_radius=shape_radius, flip=flip,
-                                                     progress=show)
-        except ValueError as e:
-            console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
-            raise typer.Exit(2) from None
-    held = report.get("held_out", {})
-    console.print(f"held-out per patch: category {held.get('category', float('nan')):.3f} (majority "
-                  f"{held.get('majority_baseline', float('nan')):.3f}), on thing patches: colour "
-                  f"{held.get('colour', float('nan')):.3f}, shape {held.get('shape', float('nan')):.3f}, "
-                  f"thing recall {held.get('thing_recall', float('nan')):.3f}", highlight=False)
-    state = "reused (fingerprint unchanged)" if reused else f"built in {report.get('minutes', 0):.1f} min"
-    console.print(f"{escape(str(folder))}: {state}; load it with tiny(vision_checkpoint=...)", highlight=False)
