@@ -11,7 +11,8 @@ panoptic_val2017.json``; the panopticapi example: ``panoptic_examples.json``). I
 sibling folder named after the JSON's stem; its images in whichever folder holds the first
 ``images`` entry. The split comes from the stem ("train", "val", "test"; none of them: train).
 
-Record = one annotation (one image); Source id = its image_id. The map math is
+Record = one annotation (one image), in the file's order; Source id = its image_id. The JSON is
+streamed (``json_stream``): memory stays flat whatever its size. The map math is
 ``formats.crayon``; this module only finds the files and checks that PNG, JSON and image agree
 (any disagreement rejects the image, with the reason). Instances past ``max_instances`` of one
 class keep the maximum number in the map but are left out of the text lists (the model cannot
@@ -37,17 +38,18 @@ from datasets_builders.sources.contract import (
     Reject,
     Repair,
     make_key,
-    read_json,
     require,
 )
 from datasets_builders.sources.images import decode_file, find_image_dir, load_image
+from datasets_builders.sources.json_stream import json_events, json_items
 from datasets_builders.templates.render import render
 
 NAME = "coco-panoptic"
-VERSION = "1"
+VERSION = "2"  #: 2: records in the file's order, streamed (1 sorted them by image_id, the whole file in memory)
 OPTIONS = ("max_instances",)
 _MARKER = b'"segments_info"'
 _CHUNK = 1 << 20
+_IMAGE_FIELDS = ("file_name", "width", "height")  #: what a record needs of its ``images`` entry
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,7 @@ class PanopticRecord:
 
 
 def locate(path: Path, options: Options) -> Layout:
-    docs = ((p, _panoptic_doc(p)) for p in _candidates(path))
-    files = tuple(_panoptic_file(p, doc, path) for p, doc in docs if doc is not None)
+    files = tuple(_panoptic_file(p, path) for p in _candidates(path) if _is_panoptic(p))
     require(bool(files), path, "expected a COCO panoptic JSON (top-level 'annotations' with 'segments_info', "
             "and 'categories') in this folder or one level down")
     return Layout(files, options.max_instances)
@@ -139,19 +140,34 @@ def _candidates(root: Path) -> list[Path]:
     return sorted([*root.glob("*.json"), *root.glob("*/*.json")])
 
 
-def _panoptic_doc(path: Path) -> dict[str, Any] | None:
-    """The JSON if it is a panoptic file, else None. A cheap byte scan comes first: COCO's
-    instances JSONs are large and may sit in the same folder."""
+def _is_panoptic(path: Path) -> bool:
+    """Whether the JSON is a panoptic file: a top-level object with a ``categories`` list and an
+    ``annotations`` list whose first entry has ``segments_info``. A cheap byte scan comes first
+    (COCO's instances JSONs are large and may sit in the same folder), then a streamed walk that
+    stops as soon as the answer is known."""
     if not _mentions(path, _MARKER):
-        return None
-    doc = read_json(path)
-    if not isinstance(doc, dict) or not isinstance(doc.get("categories"), list):
-        return None
-    annotations = doc.get("annotations")
-    if isinstance(annotations, list) and annotations and isinstance(annotations[0], dict) \
-            and "segments_info" in annotations[0]:
-        return doc
-    return None
+        return False
+    categories = segments = False
+    first_annotation = None  # None: not reached; True: inside it; False: past it
+    for n, (prefix, event, value) in enumerate(json_events(path)):
+        if n == 0 and event != "start_map":
+            return False  # the top level is not an object
+        if prefix == "categories" and event == "start_array":
+            categories = True
+        elif prefix == "annotations.item" and first_annotation is None:
+            if event != "start_map":
+                return False
+            first_annotation = True
+        elif first_annotation and prefix == "annotations.item":
+            if event == "map_key" and value == "segments_info":
+                segments = True
+            elif event == "end_map":
+                first_annotation = False
+                if not segments:
+                    return False
+        if categories and segments:
+            return True
+    return False
 
 
 def _mentions(path: Path, needle: bytes) -> bool:
@@ -167,13 +183,13 @@ def _mentions(path: Path, needle: bytes) -> bool:
     return False
 
 
-def _panoptic_file(json_path: Path, doc: dict[str, Any], root: Path) -> PanopticFile:
+def _panoptic_file(json_path: Path, root: Path) -> PanopticFile:
     png_dir = json_path.with_suffix("")
     require(png_dir.is_dir(), json_path, f"expected its panoptic PNG folder {png_dir.name}/ next to it")
-    images = doc.get("images") or []
+    first_image = next(json_items(json_path, "images.item"), None)
     image_dir = None
-    if images:
-        first = str(images[0].get("file_name", "")) if isinstance(images[0], dict) else ""
+    if first_image is not None:
+        first = str(first_image.get("file_name", "")) if isinstance(first_image, dict) else ""
         require(bool(first), json_path, "expected images[0] to have a file_name")
         image_dir = find_image_dir(root, first)
         require(image_dir != png_dir, image_dir, f"expected the images of {json_path.name}, found only its PNG folder")
@@ -181,23 +197,22 @@ def _panoptic_file(json_path: Path, doc: dict[str, Any], root: Path) -> Panoptic
 
 
 def _file_records(file: PanopticFile, max_instances: int) -> Iterator[PanopticRecord | Reject]:
-    doc = read_json(file.json_path)
-    name = file.json_path.name
+    """The annotations in file order, streamed: a pass for the categories, one for the images
+    (only what a record needs of each), one yielding the annotations."""
+    path, name = file.json_path, file.json_path.name
+    listed = list(json_items(path, "categories.item"))
     try:
-        categories = Categories.from_coco(doc["categories"])
+        categories = Categories.from_coco(listed)
     except (CrayonError, KeyError, TypeError, ValueError) as e:
-        raise InputFormatError(f"{file.json_path}: unusable 'categories' ({type(e).__name__}: {e})") from None
+        raise InputFormatError(f"{path}: unusable 'categories' ({type(e).__name__}: {e})") from None
     context = _FileContext(file, categories, max_instances)
-    images = {img["id"]: img for img in doc.get("images") or [] if isinstance(img, dict) and "id" in img}
-    good = []
-    for i, ann in enumerate(doc["annotations"]):
+    images = {img["id"]: {k: img[k] for k in _IMAGE_FIELDS if k in img}
+              for img in json_items(path, "images.item") if isinstance(img, dict) and "id" in img}
+    for i, ann in enumerate(json_items(path, "annotations.item")):
         if not isinstance(ann, dict) or not isinstance(ann.get("image_id"), (int, str)):
             yield Reject(Source(NAME, f"annotations[{i}]"), "read", f"{name}: annotations[{i}] has no image_id")
         else:
-            good.append(ann)
-    good.sort(key=lambda a: (isinstance(a["image_id"], str), a["image_id"]))
-    for ann in good:
-        yield PanopticRecord(Source(NAME, str(ann["image_id"])), ann, images.get(ann["image_id"]), context)
+            yield PanopticRecord(Source(NAME, str(ann["image_id"])), ann, images.get(ann["image_id"]), context)
 
 
 def _read_ids(path: Path, size: tuple[int, int]) -> np.ndarray:

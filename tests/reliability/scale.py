@@ -172,8 +172,98 @@ def run(trials: int, seed: int, workdir: Path) -> list[Outcome]:
                      f"{_short(point.shards)} shards: {r['total_seconds']:.1f} s, batch of {r['batch']}",
                      lost=GLOBAL_BATCH - r["batch"])
     if len(sizes) == len(BUILD_SIZES) and len(counts) == len(SHARD_COUNTS):
-        CURVE.write_text(curve(points, loaders))
+        old = CURVE.read_text() if CURVE.exists() else ""
+        kept = old[old.find(PANOPTIC_HEADING):] if PANOPTIC_HEADING in old else ""  # the other scenario's
+        CURVE.write_text(curve(points, loaders) + ("\n" + kept if kept else ""))
     return [memory, rates, loader]
+
+
+PANOPTIC_SIZES = (2_000, 11_800, 118_000)  #: images of a generated COCO panoptic train (118k: the real one's size)
+PANOPTIC_BUDGET = 1 << 30  #: bytes of peak RSS for a build of the largest
+PANOPTIC_HEADING = "## A COCO-panoptic-sized annotation file"
+
+
+@dataclass(frozen=True)
+class PanopticPoint:
+    images: int
+    segments: int
+    json_bytes: int
+    peak_rss: int  #: the build's
+    build_seconds: float
+    written: int
+    rejected: int
+    load_rss: int  #: one ``json.load`` of the file: what each reading thread held before streaming
+    load_seconds: float
+
+
+def measure_panoptic(images: int, workdir: Path) -> PanopticPoint:
+    raw, out = workdir / f"panoptic-{images}", workdir / f"panoptic-{images}-built" / "crayon"
+    made = probe("panoptic", raw, images).result
+    built = probe("build", raw, out, "coco-panoptic")
+    loaded = probe("json-load", raw / "annotations" / "panoptic_train2017.json")
+    shutil.rmtree(raw)
+    shutil.rmtree(out.parent)
+    return PanopticPoint(images, made["segments"], made["json_bytes"], built.peak_rss, built.result["seconds"],
+                         built.result["written"], built.result["records_rejected"], loaded.peak_rss,
+                         loaded.result["seconds"])
+
+
+def run_panoptic(trials: int, seed: int, workdir: Path) -> Outcome:
+    """Issue 18: a coco-panoptic build streams its JSON, so its peak RSS stays under 1 GB on a file
+    of COCO panoptic train's size; the CI subset checks the line through two smaller sizes."""
+    sizes = PANOPTIC_SIZES[: max(trials, 1)]
+    started = time.monotonic()
+    points = [measure_panoptic(n, workdir) for n in sizes]
+    outcome = Outcome(f"coco-panoptic builds of {' / '.join(_short(n) for n in sizes)} images: peak RSS "
+                      f"< {_mb(PANOPTIC_BUDGET)} and flat, every record written", seconds=time.monotonic() - started)
+    for point in points:
+        line = (_line(points[0], point, PANOPTIC_SIZES[-1]) if point.images != points[0].images
+                else float(point.peak_rss))
+        lost = point.images - point.written - point.rejected
+        outcome.trial(point.peak_rss < PANOPTIC_BUDGET and line < PANOPTIC_BUDGET and lost == 0
+                      and point.written == point.images,
+                      f"{_short(point.images)} images ({point.json_bytes / 1e6:.0f} MB JSON): build peak "
+                      f"{_mb(point.peak_rss)}, predicts {_mb(line)} at {_short(PANOPTIC_SIZES[-1])}; json.load "
+                      f"alone {_mb(point.load_rss)}; written {point.written}, rejected {point.rejected}", lost=lost)
+    if len(sizes) == len(PANOPTIC_SIZES):
+        write_section(CURVE, PANOPTIC_HEADING, panoptic_section(points))
+    return outcome
+
+
+def _line(base: PanopticPoint, point: PanopticPoint, at: int) -> float:
+    slope = (point.peak_rss - base.peak_rss) / (point.images - base.images)
+    return point.peak_rss + max(slope, 0.0) * max(at - point.images, 0)
+
+
+def panoptic_section(points: list[PanopticPoint]) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return "\n".join([
+        PANOPTIC_HEADING,
+        "",
+        f"Produced by scenario `scale-panoptic` (`make chaos`, or alone: `python -m tests.reliability.trials scale-panoptic`) on {stamp}. A generated COCO panoptic train layout "
+        "(`scale_probes.panoptic`): the JSON has COCO's fields and digits per image (about 9.3 segments with "
+        "id, category, box, area), the pictures and PNGs are 16 px. Build = `build_dataset('coco-panoptic')` "
+        "in a fresh process (streamed JSON, decode, crayon map, render, write, commit); json.load = one "
+        "`json.load` of the same file, what every reading thread held before the reader streamed (issue 18).",
+        "",
+        "| images | segments | JSON | build s | build peak RSS | json.load s | json.load peak RSS | written | rejected |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(f"| {p.images:,} | {p.segments:,} | {p.json_bytes / 1e6:,.0f} MB | {p.build_seconds:.1f} | "
+          f"{_mb(p.peak_rss)} | {p.load_seconds:.1f} | {_mb(p.load_rss)} | {p.written:,} | {p.rejected} |"
+          for p in points),
+        "",
+    ])
+
+
+def write_section(path: Path, heading: str, text: str) -> None:
+    """Put ``text`` (which starts with ``heading``) in place of that section of ``path``, or at its end."""
+    old = path.read_text() if path.exists() else ""
+    start = old.find(heading)
+    if start < 0:
+        path.write_text(old.rstrip("\n") + "\n\n" + text)
+        return
+    end = old.find("\n## ", start + len(heading))
+    path.write_text(old[:start] + text + (old[end + 1:] if end >= 0 else ""))
 
 
 def curve(points: list[BuildPoint], loaders: list[LoaderPoint]) -> str:
@@ -234,4 +324,5 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:,.0f} MB"
 
 
-SCENARIOS = [Scenario("scale", run, full_trials=len(BUILD_SIZES), ci_trials=2)]
+SCENARIOS = [Scenario("scale", run, full_trials=len(BUILD_SIZES), ci_trials=2),
+             Scenario("scale-panoptic", run_panoptic, full_trials=len(PANOPTIC_SIZES), ci_trials=2)]

@@ -37,12 +37,12 @@ def world(out: str, images: str, seed: str) -> dict:
     return {"images": len(world), "records": len(world) * coco_captions.CAPTIONS_PER_IMAGE}
 
 
-def build(raw: str, out: str) -> dict:
-    """``crayonflow build coco-captions`` of ``raw`` into ``out``, timed without interpreter start."""
+def build(raw: str, out: str, source: str = SOURCE) -> dict:
+    """``crayonflow build SOURCE`` of ``raw`` into ``out``, timed without interpreter start."""
     from datasets_builders.build import build_dataset
 
     started = time.perf_counter()
-    counts = build_dataset(SOURCE, raw, out).manifest.counts
+    counts = build_dataset(source, raw, out).manifest.counts
     return {"seconds": time.perf_counter() - started, "read": counts.read, "written": counts.written,
             "records_rejected": counts.records_rejected}
 
@@ -115,7 +115,78 @@ def first_batch(root: str, spawned: str, batch: str) -> dict:
             "total_seconds": done - float(spawned), "batch": len(fetched)}
 
 
-COMMANDS = {"world": world, "build": build, "read": read, "shards": shards, "first-batch": first_batch}
+PANOPTIC_SIDE = 16  #: pixels per side of the generated panoptic images (the JSON, not the pixels, is measured)
+PANOPTIC_SEGMENTS = (9, 10, 9)  #: segments per image, cycled: COCO panoptic train averages 9.3
+
+
+def panoptic(out: str, images: str) -> dict:
+    """A COCO panoptic train layout of ``images`` tiny pictures whose JSON has COCO's shape per
+    image (about 9.3 segments, each with id, category, box, area and iscrowd): at 118k images it is
+    the size of panoptic_train2017.json. Written as it is generated, so this probe stays small."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    root, count = Path(out), int(images)
+    pngs, pictures = root / "annotations" / "panoptic_train2017", root / "train2017"
+    pngs.mkdir(parents=True)
+    pictures.mkdir(parents=True)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (PANOPTIC_SIDE, PANOPTIC_SIDE), (90, 140, 60)).save(jpeg, "JPEG")
+    png_of, segments_of = {}, {}
+    for n in set(PANOPTIC_SEGMENTS):  # segment k (id k + 1) owns a band of rows
+        rows = [k * PANOPTIC_SIDE // n for k in range(n + 1)]
+        ids = np.zeros((PANOPTIC_SIDE, PANOPTIC_SIDE), np.int64)
+        for k in range(n):
+            ids[rows[k]:rows[k + 1]] = _segment_id(k)
+        rgb = np.stack([ids % 256, ids // 256 % 256, ids // 65536], axis=-1).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(rgb).save(buffer, "PNG")
+        png_of[n] = buffer.getvalue()
+        segments_of[n] = [(k, 0, rows[k], PANOPTIC_SIDE, rows[k + 1] - rows[k]) for k in range(n)]
+    categories = [{"id": i, "name": f"class {i}", "supercategory": "thing" if i <= 80 else "stuff",
+                   "isthing": int(i <= 80)} for i in range(1, 134)]
+    total = 0
+    with (root / "annotations" / "panoptic_train2017.json").open("w") as f:
+        f.write('{"info": {"description": "generated: COCO panoptic train\'s shape"}, "licenses": [], "images": [')
+        for i in range(count):
+            name = f"{i + 1:012d}.jpg"
+            f.write(("," if i else "") + json.dumps({
+                "license": 1 + i % 8, "file_name": name, "coco_url": f"http://images.cocodataset.org/train2017/{name}",
+                "height": PANOPTIC_SIDE, "width": PANOPTIC_SIDE, "date_captured": "2013-11-14 17:02:52",
+                "flickr_url": f"http://farm7.staticflickr.com/6116/{6255196340 + i}_da26cf2c9e_z.jpg", "id": i + 1}))
+        f.write('], "annotations": [')
+        for i in range(count):
+            n = PANOPTIC_SEGMENTS[i % len(PANOPTIC_SEGMENTS)]
+            info = [{"id": _segment_id(k), "category_id": 1 + (i * 7 + k * 13) % 133, "iscrowd": 0,
+                     "bbox": [x, y, w, h], "area": w * h} for k, x, y, w, h in segments_of[n]]
+            total += n
+            f.write(("," if i else "") + json.dumps({"segments_info": info, "file_name": f"{i + 1:012d}.png",
+                                                      "image_id": i + 1}))
+            (pngs / f"{i + 1:012d}.png").write_bytes(png_of[n])
+            (pictures / f"{i + 1:012d}.jpg").write_bytes(jpeg.getvalue())
+        f.write('], "categories": ' + json.dumps(categories) + "}")
+    size = (root / "annotations" / "panoptic_train2017.json").stat().st_size
+    return {"images": count, "segments": total, "json_bytes": size}
+
+
+def _segment_id(k: int) -> int:
+    """COCO-sized ids (R + 256 G + 256^2 B of a colour), so the JSON's digits are COCO's too."""
+    return 3_226_956 + 65_537 * k
+
+
+def json_load(path: str) -> dict:
+    """What reading the whole file costs (the readers before streaming: ``json.load``, per reading
+    thread): peak RSS of one load."""
+    started = time.perf_counter()
+    with open(path, "rb") as f:
+        doc = json.load(f)
+    return {"seconds": time.perf_counter() - started, "annotations": len(doc["annotations"])}
+
+
+COMMANDS = {"world": world, "build": build, "read": read, "shards": shards, "first-batch": first_batch,
+            "panoptic": panoptic, "json-load": json_load}
 
 
 def peak_rss() -> int:

@@ -23,8 +23,12 @@ def test_a_per_sample_growth_is_caught_before_it_reaches_the_largest_size() -> N
 
 
 def test_ci_subset(tmp_path: Path) -> None:
-    (scale,) = SCENARIOS
+    scale = SCENARIOS[0]
     outcomes = scale.run(scale.ci_trials, 20261203, tmp_path)
     assert len(outcomes) == 3
     for outcome in outcomes:
         outcome.check()
+
+
+def test_ci_subset_of_a_coco_panoptic_sized_annotation_file(tmp_path: Path) -> None:
+    SCENARIOS[1].run(SCENARIOS[1].ci_trials, 20261208, tmp_path).check()

@@ -237,3 +237,17 @@ def test_a_json_that_is_not_panoptic_is_ignored_and_a_broken_panoptic_json_is_an
     (src / "annotations" / "panoptic_val2017.json").write_text('{"annotations": [{"segments_info": []}')
     with pytest.raises(InputFormatError, match="panoptic_val2017.json: not valid JSON"):
         build_dataset("coco-panoptic", src, tmp_path / "out2")
+
+
+def test_records_come_in_the_files_order_and_a_file_with_the_categories_first_reads_the_same(tmp_path):
+    entries = [{"image_id": i, "ids": HAND_IDS, "info": HAND_INFO} for i in (30, 10, 20)]
+    src = write_set(tmp_path / "in", entries)
+    first = build_dataset("coco-panoptic", src, tmp_path / "out")
+    assert [s.key for s in ShardDataset(first.root).samples()] == ["30", "10", "20"]
+    path = src / "annotations" / "panoptic_val2017.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({"categories": doc["categories"], "annotations": doc["annotations"],
+                                "images": doc["images"]}))
+    again = build_dataset("coco-panoptic", src, tmp_path / "again")
+    assert [s.key for s in ShardDataset(again.root).samples()] == ["30", "10", "20"]
+    assert again.manifest.counts == first.manifest.counts
