@@ -4,6 +4,7 @@ loads, and the command. Runs are a few steps on a few scenes (seconds, one torch
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,21 @@ def test_the_command_prints_the_held_out_table_and_says_when_it_reuses(tmp_path)
     assert "trained in" in first.output and (tmp_path / "llm" / "config.json").is_file()
     second = runner.invoke(app, args, terminal_width=200)
     assert second.exit_code == 0 and "reused" in second.output
+    weighted = runner.invoke(app, [*args, "--weights", "refer=1"], terminal_width=200)
+    assert weighted.exit_code == 0 and "trained in" in weighted.output, weighted.output  # another recipe
+    wrong = runner.invoke(app, [*args, "--weights", "caption=1"], terminal_width=200)
+    assert wrong.exit_code != 0 and "task_weights" in wrong.output
+
+
+def test_task_weights_set_each_rows_task_and_are_checked():
+    from training.pretrain.llm import _draw_batch
+
+    tokenizer = tiny_tokenizer()
+    scenes = [generate_scene(5, i) for i in range(6)]
+    ids = [tokenizer(scene_text(s), add_special_tokens=False)["input_ids"] for s in scenes]
+    rng = np.random.default_rng(0)
+    batch = _draw_batch(tokenizer, scenes, ids, rng, 24, ("vqa", "refer", "identify"), {"refer": 1.0, "vqa": 0.0})
+    prompts = tokenizer.batch_decode(batch["input_ids"])
+    assert all("[refer]" in p for p in prompts), prompts[:2]
+    with pytest.raises(ValueError, match="task_weights"):
+        pretrain_llm(Path("unused"), task_weights={"caption": 1.0}, tasks=("vqa",))

@@ -24,14 +24,21 @@ def llm_command(
     scenes: int = typer.Option(1000, help="Training scenes generated from the training world seed."),
     held_out_scenes: int = typer.Option(100, help="Held-out scenes (another seed) for the own/blind table."),
     threads: int = typer.Option(2, help="torch threads (speed only; on a busy machine 1 can be faster)."),
+    weights: str = typer.Option("", help="Task shares of the rows, e.g. 'vqa=1,refer=2,identify=1' "
+                                         "(default: each scene's questions alike)."),
 ) -> None:
     """Pretrain the tiny Llama on text versions of the sample world's tasks (scene as text in the image slot)."""
     from rich.console import Console
 
     from training.pretrain.llm import held_out_table, pretrain_llm
 
-    report = pretrain_llm(out, steps=steps, batch=batch, lr=lr, seed=seed, scenes=scenes,
-                          held_out_scenes=held_out_scenes, threads=threads)
+    try:
+        task_weights = dict((name.strip(), float(share)) for name, share in
+                            (item.split("=", 1) for item in weights.split(",") if item.strip())) or None
+        report = pretrain_llm(out, steps=steps, batch=batch, lr=lr, seed=seed, scenes=scenes,
+                              held_out_scenes=held_out_scenes, threads=threads, task_weights=task_weights)
+    except ValueError as e:
+        raise typer.BadParameter(f"{e} (--weights {weights!r}: task=share, comma-separated)") from None
     console = Console()
     console.print(held_out_table(report))
     state = "reused (fingerprint matches)" if report["reused"] else f"trained in {report['minutes']} min"

@@ -56,18 +56,26 @@ FAMILY_NAMES = {"what color is the": "colour", "what": "shape", "how many": "cou
 def pretrain_llm(out: Path, *, steps: int = DEFAULT_STEPS, batch: int = DEFAULT_BATCH, lr: float = DEFAULT_LR,
                  seed: int = 0, world_seed: int = WORLD_SEED, scenes: int = 1000, held_out_scenes: int = 100,
                  warmup: int = 50, weight_decay: float = 0.05, tasks: tuple[str, ...] = LOOKUP_TASKS,
-                 eval_every: int = 0, threads: int = 2, progress: bool = True) -> dict[str, Any]:
+                 eval_every: int = 0, threads: int = 2, progress: bool = True,
+                 task_weights: dict[str, float] | None = None) -> dict[str, Any]:
     """Train (or reuse) the tiny Llama in ``out``; the report: held-out accuracies, minutes, the folder.
 
     ``eval_every`` > 0 also scores the held-out set every that many steps (``report["curve"]``),
     for experiments: one run then shows when look-up appears. ``threads`` and ``progress`` are left
     out of the fingerprint: they change the speed, not the recipe (on a machine shared with other
-    jobs one torch thread ran a step about 3x faster than two)."""
+    jobs one torch thread ran a step about 3x faster than two). ``task_weights`` (task -> weight):
+    each row draws its task by weight, then a scene that has a question of it; None: a scene, then
+    any of its questions (a task's share is then its share of the questions)."""
+    if task_weights is not None and (set(task_weights) - set(tasks) or min(task_weights.values()) < 0
+                                     or not sum(task_weights.values()) > 0):
+        raise ValueError(f"task_weights {task_weights} must give non-negative weights, not all 0, to tasks {tasks}")
     tokenizer = tiny_tokenizer()
     recipe = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "world_seed": world_seed, "scenes": scenes,
               "held_out_scenes": held_out_scenes, "warmup": warmup, "weight_decay": weight_decay,
               "tasks": list(tasks), "eval_every": eval_every, "llm": TINY_LLAMA,
               "tokenizer": hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()}
+    if task_weights is not None:  # only when given: the fingerprints of unweighted recipes stay as they were
+        recipe["task_weights"] = {task: float(task_weights.get(task, 0.0)) for task in tasks}
     sources = [Path(__file__), Path(scene_text_module.__file__)]
 
     def build(folder: Path) -> dict[str, Any]:
@@ -103,7 +111,8 @@ def _train_with_threads_set(folder: Path, tokenizer, recipe: dict[str, Any],  # 
     llm.train()
     bar = tqdm(range(steps), desc="pretrain llm", disable=not progress, mininterval=2.0)
     for step in bar:
-        inputs = _draw_batch(tokenizer, train_scenes, scene_ids, rng, recipe["batch"], tuple(recipe["tasks"]))
+        inputs = _draw_batch(tokenizer, train_scenes, scene_ids, rng, recipe["batch"], tuple(recipe["tasks"]),
+                             recipe.get("task_weights"))
         set_learning_rate(optimizer, learning_rate(schedule, step, steps))
         loss = answer_loss(llm, inputs)
         optimizer.zero_grad(set_to_none=True)
@@ -128,12 +137,18 @@ def _train_with_threads_set(folder: Path, tokenizer, recipe: dict[str, Any],  # 
 
 
 def _draw_batch(tokenizer, scenes: list[Scene], scene_ids: list[list[int]], rng: np.random.Generator,  # noqa: ANN001
-                batch: int, tasks: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """``batch`` rows, each a random scene and one of its questions, worded afresh by ``rng``."""
+                batch: int, tasks: tuple[str, ...], weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """``batch`` rows, each a random scene and one of its questions, worded afresh by ``rng``; with
+    ``weights``, the row's task is drawn first and scenes without a question of it are passed over."""
     rows = []
+    names = list(weights) if weights else []
+    shares = np.array([weights[t] for t in names]) / sum(weights.values()) if weights else None
     for _ in range(batch):
-        index = int(rng.integers(len(scenes)))
-        options = text_samples(scenes[index], rng, tasks)
+        asked = (names[int(rng.choice(len(names), p=shares))],) if weights else tasks
+        options: list[TextSample] = []
+        while not options:
+            index = int(rng.integers(len(scenes)))
+            options = text_samples(scenes[index], rng, asked)
         rows.append(encode_in_slot(tokenizer, scene_ids[index], options[int(rng.integers(len(options)))]))
     return collate(rows, tokenizer.pad_token_id)
 
