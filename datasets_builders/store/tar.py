@@ -19,7 +19,22 @@ FIXED_MTIME = 0
 
 
 def member_header(name: str, size: int) -> bytes:
-    """Tar header block(s) for a regular file member ``name`` of ``size`` bytes."""
+    """Tar header block(s) for a regular file member ``name`` of ``size`` bytes.
+
+    The usual member (an ASCII name of at most 100 bytes, under 8 GiB) is patched into a template
+    of the header ``tarfile`` makes for it, byte for byte the same (tests compare them): ``tarfile``
+    builds each header through a PAX check and field-by-field encoding, a third of a shard
+    writer's time per sample before this. Anything else goes through ``tarfile`` itself."""
+    if size < _MAX_USTAR_SIZE and name.isascii() and len(name) <= _NAME_BYTES:
+        block = bytearray(_TEMPLATE)
+        block[: len(name)] = name.encode("ascii")
+        block[124:136] = b"%011o\0" % size
+        block[148:155] = b"%06o\0" % sum(block)  # checksum over the block with its field as spaces
+        return bytes(block)
+    return _tarfile_header(name, size)
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = FIXED_MTIME
@@ -27,6 +42,11 @@ def member_header(name: str, size: int) -> bytes:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict")
+
+
+_NAME_BYTES = 100  #: USTAR's name field
+_MAX_USTAR_SIZE = 8**11  #: 11 octal digits
+_TEMPLATE = _tarfile_header("", 0)[:148] + b" " * 8 + _tarfile_header("", 0)[156:]  #: checksum field blank
 
 
 class ShardFormatError(ValueError):

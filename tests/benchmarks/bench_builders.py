@@ -3,7 +3,8 @@
 Per builder: records/s and samples/s of ``crayonflow build`` (parse, validate, decode every image
 in full, render, write, index, commit), against the shard store writing the very same samples'
 image bytes unconverted (a trivial JSON each). The ratio is the share of the store's speed a
-builder keeps; it has no goal, it shows where conversion time goes.
+builder keeps; it has no goal, it shows where conversion time goes. Disk: each dataset's shard
+bytes against its distinct pictures stored once plus its JSON (issue 18's goal <= 1.1x).
 
 Crayon maps: ``formats.crayon.crayon_map`` (run-length, vectorised) against a per-segment loop
 written here (a boolean mask per segment for area, box and both index maps), on the same
@@ -25,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import xxhash
 from PIL import Image as PILImage
 
 from datasets_builders.build import build_dataset
@@ -128,8 +130,30 @@ def _decode_time(world: Path) -> float:
     return (time.perf_counter() - start) / len(data)
 
 
+DISK_GOAL = 1.1  #: issue 18: shard bytes within 10 % of each distinct image once plus the JSON
+
+
+def disk_factor(root: Path) -> tuple[float, float]:
+    """(shard bytes / (each distinct image's bytes once + every other member), images stored per
+    distinct image): what storing one copy of each picture would save."""
+    shards = sum(p.stat().st_size for p in root.glob("*.tar"))
+    distinct: dict[int, int] = {}
+    other = stored = 0
+    for raw in ShardDataset(root).scan():
+        for ext, data in raw.items():
+            if ext.startswith("__"):
+                continue
+            if ext in ("jpg", "jpeg", "png", "webp"):
+                distinct[xxhash.xxh3_64_intdigest(data)] = len(data)
+                stored += 1
+            else:
+                other += len(data)
+    return shards / (sum(distinct.values()) + other), stored / max(len(distinct), 1)
+
+
 def bench_builders(world: Path, scratch: Path, rounds: int) -> None:
-    print(f"\n{'builder':<24} {'records/s':>10} {'samples/s':>10} {'store only':>11} {'ratio':>6}  samples")
+    print(f"\n{'builder':<24} {'records/s':>10} {'samples/s':>10} {'store only':>11} {'ratio':>6}  samples"
+          f"  {'disk':>6} {'copies':>6}")
     for name in SOURCES:
         build_times, store_times = [], []
         for _ in range(rounds):
@@ -146,8 +170,12 @@ def bench_builders(world: Path, scratch: Path, rounds: int) -> None:
             store_times.append(time.perf_counter() - start)
         counts = result.manifest.counts
         t, b = statistics.median(build_times), statistics.median(store_times)
+        factor, copies = disk_factor(out)
         print(f"{name:<24} {counts.read / t:>10,.0f} {counts.written / t:>10,.0f} {counts.written / b:>11,.0f} "
-              f"{b / t:>6.2f}  {counts.written}")
+              f"{b / t:>6.2f}  {counts.written:>7} {factor:>6.2f}x {copies:>5.1f}")
+    print(f"disk = shard bytes / (each distinct image once + the other members); goal <= {DISK_GOAL}x for "
+          "every builder (issue 18: one copy of each image per dataset, not built yet); copies = image "
+          "members stored per distinct image")
 
 
 def main() -> int:
