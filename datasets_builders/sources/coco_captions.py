@@ -25,14 +25,14 @@ from datasets_builders.sources.coco_images import (
     ImageTable,
     image_table,
     integer,
-    json_list,
     locate_images,
     lookup_image,
     parse_entries,
+    streamed_list,
     split_of,
     string,
 )
-from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, read_json, require
+from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
 from datasets_builders.templates.render import render
 
@@ -119,9 +119,8 @@ def _parse_caption(ann: Any) -> _Caption:
 
 
 def _file_records(root: Path, file: CaptionFile) -> Iterator[CaptionRecord | Reject]:
-    doc = read_json(file.path)
-    images = image_table(json_list(doc, "images", file.path, "COCO captions"))
-    captions, rejects = parse_entries(json_list(doc, "annotations", file.path, "COCO captions"),
+    images = image_table(streamed_list(file.path, "images", "COCO captions"))
+    captions, rejects = parse_entries(streamed_list(file.path, "annotations", "COCO captions"),
                                       _parse_caption, NAME, file.path.name, "id")
     yield from rejects
     captions.sort(key=lambda c: (c.image_id, c.annotation_id))

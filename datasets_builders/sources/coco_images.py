@@ -10,7 +10,7 @@ and its position, and the rest of the file still builds.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from datasets_builders.formats.schema import Source
 from datasets_builders.sources.contract import InputFormatError, RecordError, Reject, require
 from datasets_builders.sources.images import find_image_dir
+from datasets_builders.sources.json_stream import json_events, json_items
 
 R = TypeVar("R")
 MAX_PROBES = 8  # image names tried when looking for the image folder; one missing photo must not hide it
@@ -63,7 +64,21 @@ def json_list(doc: Any, key: str, path: Path, what: str) -> list:
     return doc[key]
 
 
-def parse_entries(items: list, parse: Callable[[Any], R], dataset: str, where: str, id_field: str,
+def streamed_list(path: Path, key: str, what: str) -> Iterator[Any]:
+    """``json_list`` without the file in memory: the entries of the top-level list ``key``, one at a
+    time. The file's shape is checked first (a walk that stops at the list), so a file that is not
+    the format fails before its first entry is used."""
+    for n, (prefix, event, _) in enumerate(json_events(path)):
+        if n == 0 and event != "start_map":
+            break
+        if prefix == key and event == "start_array":
+            return json_items(path, f"{key}.item")
+        if prefix == "" and event == "end_map":
+            break
+    raise InputFormatError(f"{path}: expected {what}: a JSON object with a list {key!r}")
+
+
+def parse_entries(items: Iterable[Any], parse: Callable[[Any], R], dataset: str, where: str, id_field: str,
                   keep: Callable[[Any], bool] = lambda item: True) -> tuple[list[R], list[Reject]]:
     """Each item that ``keep`` lets through parsed, or a read Reject "<where> entry <i>: <why>" whose
     source id is the item's ``id_field`` when it has one, else ``<where>#<i>``."""
@@ -80,7 +95,7 @@ def parse_entries(items: list, parse: Callable[[Any], R], dataset: str, where: s
     return parsed, rejects
 
 
-def image_table(images: list) -> dict[int, CocoImage | str]:
+def image_table(images: Iterable[Any]) -> dict[int, CocoImage | str]:
     """COCO ``images`` by id; an entry with an id but bad fields maps to the reason it is unusable."""
     table: dict[int, CocoImage | str] = {}
     for entry in images:

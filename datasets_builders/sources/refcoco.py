@@ -21,7 +21,7 @@ import logging
 import pickle
 import re
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -36,10 +36,10 @@ from datasets_builders.sources.coco_images import (
     ImageTable,
     image_table,
     integer,
-    json_list,
     locate_images,
     lookup_image,
     parse_entries,
+    streamed_list,
     string,
 )
 from datasets_builders.sources.contract import (
@@ -103,9 +103,9 @@ def locate(path: Path, options: Options) -> Layout:
 
 
 def read_records(layout: Layout, split: str | None) -> Iterator[RefRecord | Reject]:
-    instances = read_json(layout.instances)
-    images = image_table(json_list(instances, "images", layout.instances, "COCO instances"))
-    boxes = _boxes(json_list(instances, "annotations", layout.instances, "COCO instances"))
+    # streamed: COCO's instances JSON is mostly segmentation polygons, of which only boxes are kept
+    images = image_table(streamed_list(layout.instances, "images", "COCO instances"))
+    boxes = _boxes(streamed_list(layout.instances, "annotations", "COCO instances"))
     refs = _load_refs(layout.refs)
     require(isinstance(refs, list), layout.refs, "expected a list of refs")
     parsed, rejects = parse_entries(refs, _parse_ref, NAME, layout.refs.name, "ref_id", keep=_in_split(split))
@@ -162,7 +162,7 @@ def _parse_ref(ref: Any) -> _Ref:
     return _Ref(ref, integer(ref, "ref_id"), integer(ref, "image_id"), string(ref, "split").lower())
 
 
-def _boxes(annotations: list) -> dict[int, tuple[Any, Any]]:
+def _boxes(annotations: Iterable[Any]) -> dict[int, tuple[Any, Any]]:
     """Annotation id -> (image id, bbox); entries without an integer id cannot be referred to."""
     out = {}
     for ann in annotations:

@@ -15,6 +15,7 @@ among the tied, else to the alphabetically first. All normalised answers and the
 from __future__ import annotations
 
 import re
+import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from typing import Any, NamedTuple
 
 from datasets_builders.formats.schema import Sample, Source
 from datasets_builders.formats.text import blip_normalise
-from datasets_builders.sources.coco_images import integer, json_list, locate_images, parse_entries, split_of, string
+from datasets_builders.sources.coco_images import (
+    integer,
+    locate_images,
+    parse_entries,
+    split_of,
+    streamed_list,
+    string,
+)
 from datasets_builders.sources.contract import (
     InputFormatError,
     Options,
@@ -31,14 +39,13 @@ from datasets_builders.sources.contract import (
     RecordError,
     Reject,
     make_key,
-    read_json,
     require,
 )
 from datasets_builders.sources.images import load_image
 from datasets_builders.templates.render import render
 
 NAME = "vqa"
-VERSION = "1"
+VERSION = "1"  #: streaming (2026-12-08) changed no output: same records, same order
 OPTIONS = ()
 _QUESTIONS = re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$")
 
@@ -73,7 +80,7 @@ class QuestionRecord:
     question_id: int
     image_id: int
     question: str  #: raw
-    annotation: Mapping[str, Any] | None  #: None: the question has no answers
+    annotation: Answers | None  #: None: the question has no answers
     subtype: Subtype
     image_dir: Path
 
@@ -111,8 +118,8 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
     question = blip_normalise(record.question)
     if not question:
         raise RecordError(f"question {qid} is empty after normalisation")
-    answers = _answer_counts(ann.get("answers"))
-    preferred = ann.get("multiple_choice_answer")
+    answers = _answer_counts(ann.answers)
+    preferred = ann.multiple_choice_answer
     answer = choose_answer(answers, blip_normalise(preferred) if isinstance(preferred, str) else "")
     if not answer:
         raise RecordError(f"question {qid} has no answer that is non-empty after normalisation")
@@ -121,7 +128,7 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
     key = make_key(f"q{qid}")
     fields = {"question": question, "answer": answer, "answers": answers}
     meta = {"fields": fields, "image_id": record.image_id, "file_name": file_name,
-            "question_type": ann.get("question_type"), "answer_type": ann.get("answer_type")}
+            "question_type": ann.question_type, "answer_type": ann.answer_type}
     yield Sample(key=key, task="vqa", turns=render("vqa", fields, key=key, width=image.width, height=image.height),
                  source=record.source, split=record.subtype.split, image=image, meta=meta)
 
@@ -135,8 +142,7 @@ def choose_answer(counts: Mapping[str, int], preferred: str) -> str:
     return preferred if preferred in tied else tied[0]
 
 
-def _answer_counts(answers: Any) -> dict[str, int]:
-    texts = [a.get("answer") for a in answers if isinstance(a, dict)] if isinstance(answers, list) else []
+def _answer_counts(texts: tuple[Any, ...]) -> dict[str, int]:
     counts = Counter(n for t in texts if isinstance(t, str) and (n := blip_normalise(t)))
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -151,18 +157,39 @@ def _parse_question(q: Any) -> _Question:
     return _Question(integer(q, "question_id"), integer(q, "image_id"), string(q, "question"))
 
 
+class Answers(NamedTuple):
+    """What a sample needs of one VQA annotation, its strings interned: VQA v2 train has 443k
+    questions with ten answers each, mostly the same few thousand words, so this keeps all of
+    them in about 150 MB where the parsed JSON took several GB."""
+
+    answers: tuple[Any, ...]  #: each annotator's raw ``answer`` (None where an entry had none)
+    multiple_choice_answer: Any
+    question_type: Any
+    answer_type: Any
+
+    @classmethod
+    def of(cls, ann: Mapping[str, Any]) -> Answers:
+        raw = ann.get("answers")
+        texts = tuple(_interned(a.get("answer")) for a in raw if isinstance(a, dict)) if isinstance(raw, list) else ()
+        return cls(texts, _interned(ann.get("multiple_choice_answer")), _interned(ann.get("question_type")),
+                   _interned(ann.get("answer_type")))
+
+
+def _interned(value: Any) -> Any:
+    return sys.intern(value) if isinstance(value, str) else value
+
+
 def _subtype_records(root: Path, subtype: Subtype) -> Iterator[QuestionRecord | Reject]:
-    doc = read_json(subtype.questions)
-    questions, rejects = parse_entries(json_list(doc, "questions", subtype.questions, "VQA questions"),
+    """Both files streamed (``json_stream``); the questions are kept small and sorted by image, the
+    annotations as :class:`Answers`."""
+    questions, rejects = parse_entries(streamed_list(subtype.questions, "questions", "VQA questions"),
                                        _parse_question, NAME, subtype.questions.name, "question_id")
     yield from rejects
-    answered: dict[int, Mapping[str, Any]] = {}
+    answered: dict[int, Answers] = {}
     if subtype.annotations is not None:
-        doc = read_json(subtype.annotations)
-        for ann in json_list(doc, "annotations", subtype.annotations, "VQA annotations"):
+        for ann in streamed_list(subtype.annotations, "annotations", "VQA annotations"):
             if isinstance(ann, dict) and isinstance(ann.get("question_id"), int):
-                answered.setdefault(ann["question_id"], ann)
-    del doc
+                answered.setdefault(ann["question_id"], Answers.of(ann))
     questions.sort(key=lambda q: (q.image_id, q.question_id))
     image_dir = root / subtype.image_subtype
     if answered:  # unanswered questions are rejected before their image is looked at
