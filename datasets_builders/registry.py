@@ -11,6 +11,7 @@ SOURCES = {
     "flickr30k-entities": "datasets_builders.sources.flickr30k_entities",
     "refcoco": "datasets_builders.sources.refcoco",
     "vqa": "datasets_builders.sources.vqa",
+    "okvqa": "datasets_builders.sources.okvqa",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

@@ -28,7 +28,9 @@ def ray_cluster() -> Iterator[None]:
     from datasets_builders.ray_session import loopback_node
 
     with loopback_node():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 << 20, log_to_driver=False)
+        # address="local": a cluster of its own, never one another job on this machine started
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=256 << 20,
+                 log_to_driver=False)
     # Samples differ in their members (text-only, optional crayon maps), so columns are sparse;
     # Ray's automatic cast of such columns to tensors fails on the missing values.
     ray.data.DataContext.get_current().enable_tensor_extension_casting = False

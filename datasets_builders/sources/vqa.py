@@ -47,7 +47,21 @@ from datasets_builders.templates.render import render
 NAME = "vqa"
 VERSION = "1"  #: streaming (2026-12-08) changed no output: same records, same order
 OPTIONS = ()
-_QUESTIONS = re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$")
+
+
+@dataclass(frozen=True)
+class Naming:
+    """A publisher's names for VQA-shaped files (VQA v2's here, OK-VQA's in ``okvqa``)."""
+
+    dataset: str  #: the builder, and the dataset its records' sources name
+    questions: re.Pattern[str]  #: a questions file's name; group 1 is the COCO subtype
+    annotations: str  #: the annotations file of a subtype: ``str.format(subtype)``
+    expected: str  #: what ``locate`` says it looked for
+
+
+VQA_V2 = Naming(NAME, re.compile(r"^v2_OpenEnded_mscoco_(.+)_questions\.json$"), "v2_mscoco_{}_annotations.json",
+                "expected VQA v2 files v2_OpenEnded_mscoco_<subtype>_questions.json "
+                "(with v2_mscoco_<subtype>_annotations.json), here or one folder down")
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class Subtype:
 class Layout:
     root: Path
     subtypes: tuple[Subtype, ...]
+    naming: Naming = VQA_V2
 
 
 @dataclass(frozen=True)
@@ -86,27 +101,34 @@ class QuestionRecord:
 
 
 def locate(path: Path, options: Options) -> Layout:
+    return locate_files(path, VQA_V2)
+
+
+def locate_files(path: Path, naming: Naming) -> Layout:
+    """The questions files ``naming`` matches in ``path`` or one folder down, each with its
+    subtype's annotations file where there is one (the test sets have none)."""
     folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
     found: dict[str, Path] = {}
     for folder in folders:
-        for p in sorted(folder.glob("v2_OpenEnded_mscoco_*_questions.json")):
-            subtype = _QUESTIONS.match(p.name).group(1)  # type: ignore[union-attr]
-            if subtype in found:
-                raise InputFormatError(f"{path}: two questions files for {subtype}: {found[subtype]} and {p}")
-            found[subtype] = p
-    require(bool(found), path, "expected VQA v2 files v2_OpenEnded_mscoco_<subtype>_questions.json "
-                               "(with v2_mscoco_<subtype>_annotations.json), here or one folder down")
+        for p in sorted(folder.glob("*_questions.json")):
+            if (match := naming.questions.match(p.name)) is None:
+                continue
+            if match.group(1) in found:
+                raise InputFormatError(f"{path}: two questions files for {match.group(1)}: {found[match.group(1)]} "
+                                       f"and {p}")
+            found[match.group(1)] = p
+    require(bool(found), path, naming.expected)
     subtypes = []
     for name, questions in sorted(found.items()):
-        answers = [f / f"v2_mscoco_{name}_annotations.json" for f in (questions.parent, *folders)]
+        answers = [f / naming.annotations.format(name) for f in (questions.parent, *folders)]
         subtypes.append(Subtype(name, questions, next((a for a in answers if a.is_file()), None)))
-    return Layout(path, tuple(subtypes))
+    return Layout(path, tuple(subtypes), naming)
 
 
 def read_records(layout: Layout, split: str | None) -> Iterator[QuestionRecord | Reject]:
     for subtype in layout.subtypes:
         if split is None or subtype.split == split.lower():
-            yield from _subtype_records(layout.root, subtype)
+            yield from _subtype_records(layout.root, subtype, layout.naming.dataset)
 
 
 def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
@@ -179,11 +201,11 @@ def _interned(value: Any) -> Any:
     return sys.intern(value) if isinstance(value, str) else value
 
 
-def _subtype_records(root: Path, subtype: Subtype) -> Iterator[QuestionRecord | Reject]:
+def _subtype_records(root: Path, subtype: Subtype, dataset: str) -> Iterator[QuestionRecord | Reject]:
     """Both files streamed (``json_stream``); the questions are kept small and sorted by image, the
     annotations as :class:`Answers`."""
     questions, rejects = parse_entries(streamed_list(subtype.questions, "questions", "VQA questions"),
-                                       _parse_question, NAME, subtype.questions.name, "question_id")
+                                       _parse_question, dataset, subtype.questions.name, "question_id")
     yield from rejects
     answered: dict[int, Answers] = {}
     if subtype.annotations is not None:
@@ -196,5 +218,5 @@ def _subtype_records(root: Path, subtype: Subtype) -> Iterator[QuestionRecord | 
         names = (subtype.file_name(q.image_id) for q in questions if q.question_id in answered)
         image_dir = locate_images(root, names, fallback=image_dir)
     for q in questions:
-        yield QuestionRecord(Source(NAME, str(q.question_id)), q.question_id, q.image_id, q.question,
+        yield QuestionRecord(Source(dataset, str(q.question_id)), q.question_id, q.image_id, q.question,
                              answered.get(q.question_id), subtype, image_dir)

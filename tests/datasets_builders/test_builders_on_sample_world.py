@@ -24,6 +24,7 @@ TASKS = {
     "flickr30k-entities": {"grounding", "detection-caption", "detection-phrase"},
     "refcoco": {"refer", "identify"},
     "vqa": {"vqa"},
+    "okvqa": {"vqa"},
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},
@@ -57,7 +58,9 @@ def test_builder_writes_every_record_of_the_clean_world_with_its_tasks(built, na
     assert verify_dataset(result.root).ok
     urls = [str(p) for p in sorted(result.root.glob("*.tar"))]
     assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
-    expected_splits = {"train"} if name in ("llava", "unnatural-instructions", *WEB) else {"train", "val", "test"}
+    expected_splits = ({"train"} if name in ("llava", "unnatural-instructions", *WEB)
+                       else {"train", "val"} if name == "okvqa"  # OK-VQA publishes no test set
+                       else {"train", "val", "test"})
     assert set(result.manifest.by_split) == expected_splits
 
 

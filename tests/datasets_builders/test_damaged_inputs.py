@@ -81,6 +81,14 @@ def _damage_vqa(root: Path) -> list[str]:
     return ["no answers", "empty after normalisation", "cannot be decoded"]
 
 
+def _damage_okvqa(root: Path) -> list[str]:
+    _edit_json(root / "mscoco_train2014_annotations.json", lambda d: d["annotations"].pop(0))
+    _edit_json(root / "OpenEnded_mscoco_train2014_questions.json",
+               lambda d: d["questions"][5].__setitem__("question", "..."))
+    _truncate(root / "train2014" / "COCO_train2014_000000000007.jpg")
+    return ["no answers", "empty after normalisation", "cannot be decoded"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -152,6 +160,7 @@ DAMAGE = {
     "flickr30k-entities": _damage_flickr,
     "refcoco": _damage_refcoco,
     "vqa": _damage_vqa,
+    "okvqa": _damage_okvqa,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

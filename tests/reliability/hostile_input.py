@@ -165,6 +165,8 @@ def expected_records(name: str, root: Path) -> set[str] | int | None:
         return total(sorted(root.rglob("captions_*.json")), "annotations")
     if name == "vqa":
         return total(sorted(root.rglob("v2_OpenEnded_mscoco_*_questions.json")), "questions")
+    if name == "okvqa":
+        return total(sorted(root.rglob("OpenEnded_mscoco_*_questions.json")), "questions")
     if name == "refcoco":
         return total(sorted(root.glob("refs(*).json")), None)
     if name == "llava":
@@ -591,7 +593,7 @@ def hostile(cls: str) -> Callable[[int, int, Path], Outcome]:
     return run
 
 
-FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "coco-captions", "llava",
+FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "coco-captions", "llava",
           "unnatural-instructions", "grit", "image-text")
 
 SCENARIOS = [
