@@ -12,6 +12,7 @@ SOURCES = {
     "refcoco": "datasets_builders.sources.refcoco",
     "vqa": "datasets_builders.sources.vqa",
     "okvqa": "datasets_builders.sources.okvqa",
+    "aokvqa": "datasets_builders.sources.aokvqa",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

@@ -140,7 +140,7 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
     question = blip_normalise(record.question)
     if not question:
         raise RecordError(f"question {qid} is empty after normalisation")
-    answers = _answer_counts(ann.answers)
+    answers = answer_counts(ann.answers)
     preferred = ann.multiple_choice_answer
     answer = choose_answer(answers, blip_normalise(preferred) if isinstance(preferred, str) else "")
     if not answer:
@@ -164,7 +164,8 @@ def choose_answer(counts: Mapping[str, int], preferred: str) -> str:
     return preferred if preferred in tied else tied[0]
 
 
-def _answer_counts(texts: tuple[Any, ...]) -> dict[str, int]:
+def answer_counts(texts: tuple[Any, ...]) -> dict[str, int]:
+    """Normalised answer -> how many annotators gave it, most frequent first (empty ones dropped)."""
     counts = Counter(n for t in texts if isinstance(t, str) and (n := blip_normalise(t)))
     return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 

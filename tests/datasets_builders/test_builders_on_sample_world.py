@@ -25,6 +25,7 @@ TASKS = {
     "refcoco": {"refer", "identify"},
     "vqa": {"vqa"},
     "okvqa": {"vqa"},
+    "aokvqa": {"vqa"},
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},

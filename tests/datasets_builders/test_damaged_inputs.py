@@ -89,6 +89,16 @@ def _damage_okvqa(root: Path) -> list[str]:
     return ["no answers", "empty after normalisation", "cannot be decoded"]
 
 
+def _damage_aokvqa(root: Path) -> list[str]:
+    def edit(entries: list) -> None:
+        entries[0]["direct_answers"] = []
+        entries[1]["question"] = "..."
+        entries[2]["question_id"] = 7
+    _edit_json(root / "aokvqa_v1p0_train.json", edit)
+    (root / "train2017" / "000000000007.jpg").unlink()
+    return ["no direct answers", "empty after normalisation", "not a non-empty string", "is missing"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -161,6 +171,7 @@ DAMAGE = {
     "refcoco": _damage_refcoco,
     "vqa": _damage_vqa,
     "okvqa": _damage_okvqa,
+    "aokvqa": _damage_aokvqa,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

@@ -1,0 +1,141 @@
+"""A-OKVQA as allenai ships it -> [vqa].
+
+``aokvqa_v1p0_<split>.json`` (train, val, test), each a JSON list of questions about COCO 2017
+photos: ``question_id`` (a string), ``image_id`` (COCO 2017), ``question``, ``choices`` (four),
+``correct_choice_idx``, ``direct_answers`` (ten free-form answers), ``difficult_direct_answer``,
+``rationales`` (three sentences); the test split has no answers. The files sit in the input folder
+or one folder down, the photos in ``<split>2017/<image_id:012d>.jpg`` wherever the first few are
+found (as COCO ships them).
+
+One record is one question, one sample ``a<question_id>``. MiniGPT-v2 (minigptv2-data-spec.md 5)
+trains on one weighted random entry of ``direct_answers``: all normalised direct answers and their
+counts go into ``fields["answers"]`` so training can draw the same way, and the stored answer is
+the most frequent, a tie going to the correct choice when it is among the tied (else
+alphabetical, as ``vqa.choose_answer``). Choices, the correct index, rationales and the
+difficulty flag are kept in the sample's meta; a question without direct answers (the test split)
+is rejected with that reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from datasets_builders.formats.schema import Sample, Source
+from datasets_builders.formats.text import blip_normalise
+from datasets_builders.sources.coco_images import integer, locate_images, parse_entries, string
+from datasets_builders.sources.contract import InputFormatError, Options, Outcome, RecordError, Reject, make_key, require
+from datasets_builders.sources.images import load_image
+from datasets_builders.sources.json_stream import json_events, json_items
+from datasets_builders.sources.vqa import answer_counts, choose_answer
+from datasets_builders.templates.render import render
+
+NAME = "aokvqa"
+VERSION = "1"
+OPTIONS = ()
+_FILE = re.compile(r"^aokvqa_v(\d+)p(\d+)_(train|val|test)\.json$")
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    files: tuple[tuple[str, Path], ...]  #: (split, file), splits in order
+
+
+class Question(NamedTuple):
+    question_id: str
+    image_id: int
+    question: str
+    choices: tuple[Any, ...]
+    correct_choice_idx: Any  #: an int where answered
+    direct_answers: tuple[Any, ...]
+    rationales: tuple[Any, ...]
+    difficult: Any
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    source: Source
+    question: Question
+    split: str
+    image_dir: Path
+
+
+def locate(path: Path, options: Options) -> Layout:
+    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for p in sorted(folder.glob("aokvqa_v*_*.json")):
+            if (match := _FILE.match(p.name)) is None:
+                continue
+            split = match.group(3)
+            if split in found:
+                raise InputFormatError(f"{path}: two A-OKVQA files for {split}: {found[split]} and {p}")
+            found[split] = p
+    require(bool(found), path, "expected A-OKVQA files aokvqa_v1p0_<split>.json (train, val, test), here or one "
+                               "folder down")
+    return Layout(path, tuple((s, found[s]) for s in ("train", "val", "test") if s in found))
+
+
+def read_records(layout: Layout, split: str | None) -> Iterator[QuestionRecord | Reject]:
+    for name, path in layout.files:
+        if split is None or name == split.lower():
+            yield from _file_records(layout.root, name, path)
+
+
+def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
+    q = record.question
+    question = blip_normalise(q.question)
+    if not question:
+        raise RecordError(f"question {q.question_id} is empty after normalisation")
+    answers = answer_counts(q.direct_answers)
+    if not answers:
+        raise RecordError(f"no direct answers for question {q.question_id}")
+    correct = q.choices[q.correct_choice_idx] if _valid_index(q.correct_choice_idx, q.choices) else None
+    answer = choose_answer(answers, blip_normalise(correct) if isinstance(correct, str) else "")
+    file_name = f"{q.image_id:012d}.jpg"
+    image = load_image(record.image_dir / file_name)
+    key = make_key(f"a{q.question_id}")
+    fields = {"question": question, "answer": answer, "answers": answers}
+    meta = {"fields": fields, "image_id": q.image_id, "file_name": file_name, "choices": list(q.choices),
+            "correct_choice_idx": q.correct_choice_idx, "rationales": list(q.rationales),
+            "difficult_direct_answer": q.difficult}
+    yield Sample(key=key, task="vqa", turns=render("vqa", fields, key=key, width=image.width, height=image.height),
+                 source=record.source, split=record.split, image=image, meta=meta)
+
+
+def _file_records(root: Path, split: str, path: Path) -> Iterator[QuestionRecord | Reject]:
+    _require_list(path)
+    questions, rejects = parse_entries(json_items(path, "item"), _parse_question, NAME, path.name, "question_id")
+    yield from rejects
+    questions.sort(key=lambda q: (q.image_id, q.question_id))
+    image_dir = locate_images(root, (f"{q.image_id:012d}.jpg" for q in questions), fallback=root / f"{split}2017")
+    for q in questions:
+        yield QuestionRecord(Source(NAME, q.question_id), q, split, image_dir)
+
+
+def _require_list(path: Path) -> None:
+    """The file is a JSON list (checked on its first event, before any entry is used)."""
+    first = next(json_events(path), None)
+    require(first is not None and first[1] == "start_array", path, "expected A-OKVQA: a JSON list of questions")
+
+
+def _parse_question(entry: Any) -> Question:
+    question_id = entry.get("question_id") if isinstance(entry, dict) else None
+    if not isinstance(question_id, str) or not question_id:
+        raise ValueError(f"question_id {question_id!r} is not a non-empty string")
+    return Question(question_id, integer(entry, "image_id"), string(entry, "question"),
+                    _strings(entry.get("choices")), entry.get("correct_choice_idx"),
+                    _strings(entry.get("direct_answers")), _strings(entry.get("rationales")),
+                    entry.get("difficult_direct_answer"))
+
+
+def _strings(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, list) else ()
+
+
+def _valid_index(index: Any, choices: tuple[Any, ...]) -> bool:
+    return isinstance(index, int) and not isinstance(index, bool) and 0 <= index < len(choices)
