@@ -13,6 +13,7 @@ SOURCES = {
     "vqa": "datasets_builders.sources.vqa",
     "okvqa": "datasets_builders.sources.okvqa",
     "aokvqa": "datasets_builders.sources.aokvqa",
+    "gqa": "datasets_builders.sources.gqa",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

@@ -1,4 +1,4 @@
-"""The sample world: generated scenes written in the layouts of eleven real published datasets.
+"""The sample world: generated scenes written in the layouts of twelve real published datasets.
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
@@ -27,6 +27,7 @@ from datasets_builders.sample_world import (
     coco_captions,
     coco_panoptic,
     flickr30k_entities,
+    gqa,
     grit,
     image_text,
     llava,
@@ -47,13 +48,14 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "vqa": vqa,
     "okvqa": okvqa,
     "aokvqa": aokvqa,
+    "gqa": gqa,
     "coco-captions": coco_captions,
     "llava": llava,
     "unnatural-instructions": unnatural_instructions,
     "grit": grit,
     "image-text": image_text,
 }
-SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "coco-captions")  #: have a val split
+SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "coco-captions")  #: have a val split
 SUMMARY_FILE = "sample-world.json"
 JPEG_QUALITY = 90
 

@@ -20,29 +20,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from datasets_builders.formats.schema import Sample, Source
 from datasets_builders.formats.text import blip_normalise
 from datasets_builders.sources.coco_images import integer, locate_images, parse_entries, string
-from datasets_builders.sources.contract import InputFormatError, Options, Outcome, RecordError, Reject, make_key, require
+from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_events, json_items
+from datasets_builders.sources.split_files import QuestionRecord, SplitLayout, split_files
 from datasets_builders.sources.vqa import answer_counts, choose_answer
 from datasets_builders.templates.render import render
 
 NAME = "aokvqa"
 VERSION = "1"
 OPTIONS = ()
-_FILE = re.compile(r"^aokvqa_v(\d+)p(\d+)_(train|val|test)\.json$")
-
-
-@dataclass(frozen=True)
-class Layout:
-    root: Path
-    files: tuple[tuple[str, Path], ...]  #: (split, file), splits in order
+_FILE = re.compile(r"^aokvqa_v\d+p\d+_(train|val|test)\.json$")  #: group 1: the split
 
 
 class Question(NamedTuple):
@@ -56,34 +50,16 @@ class Question(NamedTuple):
     difficult: Any
 
 
-@dataclass(frozen=True)
-class QuestionRecord:
-    source: Source
-    question: Question
-    split: str
-    image_dir: Path
-
-
-def locate(path: Path, options: Options) -> Layout:
-    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
-    found: dict[str, Path] = {}
-    for folder in folders:
-        for p in sorted(folder.glob("aokvqa_v*_*.json")):
-            if (match := _FILE.match(p.name)) is None:
-                continue
-            split = match.group(3)
-            if split in found:
-                raise InputFormatError(f"{path}: two A-OKVQA files for {split}: {found[split]} and {p}")
-            found[split] = p
+def locate(path: Path, options: Options) -> SplitLayout:
+    found = split_files(path, "aokvqa_v*_*.json", _FILE, "A-OKVQA")
     require(bool(found), path, "expected A-OKVQA files aokvqa_v1p0_<split>.json (train, val, test), here or one "
                                "folder down")
-    return Layout(path, tuple((s, found[s]) for s in ("train", "val", "test") if s in found))
+    return SplitLayout(path, tuple((s, found[s]) for s in ("train", "val", "test") if s in found))
 
 
-def read_records(layout: Layout, split: str | None) -> Iterator[QuestionRecord | Reject]:
-    for name, path in layout.files:
-        if split is None or name == split.lower():
-            yield from _file_records(layout.root, name, path)
+def read_records(layout: SplitLayout, split: str | None) -> Iterator[QuestionRecord | Reject]:
+    for name, path in layout.chosen(split):
+        yield from _file_records(layout.root, name, path)
 
 
 def to_samples(record: QuestionRecord) -> Iterator[Outcome]:

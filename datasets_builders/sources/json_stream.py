@@ -15,7 +15,7 @@ before it writes anything.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -37,20 +37,24 @@ _DEPTH_CHECKED: dict[str, tuple[int, int]] = {}  #: path -> (size, mtime_ns) che
 def json_items(path: Path, prefix: str) -> Iterator[Any]:
     """The values at ``prefix`` in ijson's path syntax (``annotations.item``: each element of the
     top-level ``annotations`` list), in file order; numbers with a fraction come as floats."""
-    with _open(path) as f:
-        try:
-            yield from ijson.items(f, prefix, use_float=True)
-        except ijson.JSONError as e:
-            raise _broken(path, f, e) from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise _unreadable(path, e) from None
+    return _stream(path, lambda f: ijson.items(f, prefix, use_float=True))
+
+
+def json_pairs(path: Path, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """The ``(key, value)`` pairs of the object at ``prefix`` (``""``: the top level), in file
+    order: for files that are one big dict, as GQA's questions (question id -> question)."""
+    return _stream(path, lambda f: ijson.kvitems(f, prefix, use_float=True))
 
 
 def json_events(path: Path) -> Iterator[tuple[str, str, Any]]:
     """ijson's ``(prefix, event, value)`` stream, for checks that stop early (the shape of a file)."""
+    return _stream(path, lambda f: ijson.parse(f, use_float=True))
+
+
+def _stream(path: Path, walk: Callable[[BinaryIO], Iterator[Any]]) -> Iterator[Any]:
     with _open(path) as f:
         try:
-            yield from ijson.parse(f, use_float=True)
+            yield from walk(f)
         except ijson.JSONError as e:
             raise _broken(path, f, e) from None
         except (OSError, UnicodeDecodeError) as e:

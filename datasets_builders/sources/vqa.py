@@ -33,7 +33,6 @@ from datasets_builders.sources.coco_images import (
     string,
 )
 from datasets_builders.sources.contract import (
-    InputFormatError,
     Options,
     Outcome,
     RecordError,
@@ -42,6 +41,7 @@ from datasets_builders.sources.contract import (
     require,
 )
 from datasets_builders.sources.images import load_image
+from datasets_builders.sources.split_files import split_files
 from datasets_builders.templates.render import render
 
 NAME = "vqa"
@@ -108,15 +108,7 @@ def locate_files(path: Path, naming: Naming) -> Layout:
     """The questions files ``naming`` matches in ``path`` or one folder down, each with its
     subtype's annotations file where there is one (the test sets have none)."""
     folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
-    found: dict[str, Path] = {}
-    for folder in folders:
-        for p in sorted(folder.glob("*_questions.json")):
-            if (match := naming.questions.match(p.name)) is None:
-                continue
-            if match.group(1) in found:
-                raise InputFormatError(f"{path}: two questions files for {match.group(1)}: {found[match.group(1)]} "
-                                       f"and {p}")
-            found[match.group(1)] = p
+    found = split_files(path, "*_questions.json", naming.questions, "questions")
     require(bool(found), path, naming.expected)
     subtypes = []
     for name, questions in sorted(found.items()):

@@ -26,6 +26,7 @@ TASKS = {
     "vqa": {"vqa"},
     "okvqa": {"vqa"},
     "aokvqa": {"vqa"},
+    "gqa": {"vqa"},
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},
@@ -61,6 +62,7 @@ def test_builder_writes_every_record_of_the_clean_world_with_its_tasks(built, na
     assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
     expected_splits = ({"train"} if name in ("llava", "unnatural-instructions", *WEB)
                        else {"train", "val"} if name == "okvqa"  # OK-VQA publishes no test set
+                       else {"train", "val", "testdev"} if name == "gqa"  # GQA's answered test split
                        else {"train", "val", "test"})
     assert set(result.manifest.by_split) == expected_splits
 

@@ -99,6 +99,16 @@ def _damage_aokvqa(root: Path) -> list[str]:
     return ["no direct answers", "empty after normalisation", "not a non-empty string", "is missing"]
 
 
+def _damage_gqa(root: Path) -> list[str]:
+    def edit(questions: dict) -> None:
+        first, second, third = list(questions)[:3]
+        del questions[first]["answer"]  # as in GQA's test files
+        questions[second]["imageId"] = "../escape"
+        questions[third]["imageId"] = "999999"
+    _edit_json(root / "questions1.2" / "train_balanced_questions.json", edit)
+    return ["no answer for question", "not a file name stem", "is missing"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -172,6 +182,7 @@ DAMAGE = {
     "vqa": _damage_vqa,
     "okvqa": _damage_okvqa,
     "aokvqa": _damage_aokvqa,
+    "gqa": _damage_gqa,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

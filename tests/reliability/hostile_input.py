@@ -168,6 +168,9 @@ def expected_records(name: str, root: Path) -> set[str] | int | None:
     if name == "aokvqa":
         docs = [_json_or_none(p) for p in sorted(root.rglob("aokvqa_v*_*.json"))]
         return None if any(d is None for d in docs) else sum(len(d) if isinstance(d, list) else 0 for d in docs)
+    if name == "gqa":
+        docs = [_json_or_none(p) for p in sorted(root.rglob("*_balanced_questions.json"))]
+        return None if any(d is None for d in docs) else sum(len(d) if isinstance(d, dict) else 0 for d in docs)
     if name == "okvqa":
         return total(sorted(root.rglob("OpenEnded_mscoco_*_questions.json")), "questions")
     if name == "refcoco":
@@ -596,7 +599,8 @@ def hostile(cls: str) -> Callable[[int, int, Path], Outcome]:
     return run
 
 
-FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "coco-captions", "llava",
+FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "coco-captions",
+          "llava",
           "unnatural-instructions", "grit", "image-text")
 
 SCENARIOS = [
