@@ -14,6 +14,7 @@ SOURCES = {
     "okvqa": "datasets_builders.sources.okvqa",
     "aokvqa": "datasets_builders.sources.aokvqa",
     "gqa": "datasets_builders.sources.gqa",
+    "textcaps": "datasets_builders.sources.textcaps",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

@@ -1,4 +1,4 @@
-"""The sample world: generated scenes written in the layouts of twelve real published datasets.
+"""The sample world: generated scenes written in the layouts of thirteen real published datasets.
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
@@ -33,6 +33,7 @@ from datasets_builders.sample_world import (
     llava,
     okvqa,
     refcoco,
+    textcaps,
     unnatural_instructions,
     vqa,
 )
@@ -49,13 +50,15 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "okvqa": okvqa,
     "aokvqa": aokvqa,
     "gqa": gqa,
+    "textcaps": textcaps,
     "coco-captions": coco_captions,
     "llava": llava,
     "unnatural-instructions": unnatural_instructions,
     "grit": grit,
     "image-text": image_text,
 }
-SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "coco-captions")  #: have a val split
+SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "textcaps",
+                 "coco-captions")  #: have a val split
 SUMMARY_FILE = "sample-world.json"
 JPEG_QUALITY = 90
 

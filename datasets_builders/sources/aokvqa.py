@@ -29,7 +29,7 @@ from datasets_builders.sources.coco_images import integer, locate_images, parse_
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_events, json_items
-from datasets_builders.sources.split_files import QuestionRecord, SplitLayout, split_files
+from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
 from datasets_builders.sources.vqa import answer_counts, choose_answer
 from datasets_builders.templates.render import render
 
@@ -57,13 +57,13 @@ def locate(path: Path, options: Options) -> SplitLayout:
     return SplitLayout(path, tuple((s, found[s]) for s in ("train", "val", "test") if s in found))
 
 
-def read_records(layout: SplitLayout, split: str | None) -> Iterator[QuestionRecord | Reject]:
+def read_records(layout: SplitLayout, split: str | None) -> Iterator[EntryRecord | Reject]:
     for name, path in layout.chosen(split):
         yield from _file_records(layout.root, name, path)
 
 
-def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
-    q = record.question
+def to_samples(record: EntryRecord) -> Iterator[Outcome]:
+    q = record.entry
     question = blip_normalise(q.question)
     if not question:
         raise RecordError(f"question {q.question_id} is empty after normalisation")
@@ -83,14 +83,14 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
                  source=record.source, split=record.split, image=image, meta=meta)
 
 
-def _file_records(root: Path, split: str, path: Path) -> Iterator[QuestionRecord | Reject]:
+def _file_records(root: Path, split: str, path: Path) -> Iterator[EntryRecord | Reject]:
     _require_list(path)
     questions, rejects = parse_entries(json_items(path, "item"), _parse_question, NAME, path.name, "question_id")
     yield from rejects
     questions.sort(key=lambda q: (q.image_id, q.question_id))
     image_dir = locate_images(root, (f"{q.image_id:012d}.jpg" for q in questions), fallback=root / f"{split}2017")
     for q in questions:
-        yield QuestionRecord(Source(NAME, q.question_id), q, split, image_dir)
+        yield EntryRecord(Source(NAME, q.question_id), q, split, image_dir)
 
 
 def _require_list(path: Path) -> None:

@@ -26,7 +26,7 @@ from datasets_builders.sources.coco_images import locate_images, string
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_events, json_pairs
-from datasets_builders.sources.split_files import QuestionRecord, SplitLayout, split_files
+from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
 from datasets_builders.templates.render import render
 
 NAME = "gqa"
@@ -52,13 +52,13 @@ def locate(path: Path, options: Options) -> SplitLayout:
     return SplitLayout(path, tuple((s, found[s]) for s in SPLITS if s in found))
 
 
-def read_records(layout: SplitLayout, split: str | None) -> Iterator[QuestionRecord | Reject]:
+def read_records(layout: SplitLayout, split: str | None) -> Iterator[EntryRecord | Reject]:
     for name, path in layout.chosen(split):
         yield from _file_records(layout.root, name, path)
 
 
-def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
-    q = record.question
+def to_samples(record: EntryRecord) -> Iterator[Outcome]:
+    q = record.entry
     question = blip_normalise(q.question)
     if not question:
         raise RecordError(f"question {q.question_id} is empty after normalisation")
@@ -76,7 +76,7 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
                  source=record.source, split=record.split, image=image, meta=meta)
 
 
-def _file_records(root: Path, split: str, path: Path) -> Iterator[QuestionRecord | Reject]:
+def _file_records(root: Path, split: str, path: Path) -> Iterator[EntryRecord | Reject]:
     first = next(json_events(path), None)
     require(first is not None and first[1] == "start_map", path, "expected GQA questions: a JSON object of "
                                                                  "question id -> question")
@@ -89,7 +89,7 @@ def _file_records(root: Path, split: str, path: Path) -> Iterator[QuestionRecord
     questions.sort(key=lambda q: (q.image_id, q.question_id))
     image_dir = locate_images(root, (f"{q.image_id}.jpg" for q in questions), fallback=root / "images")
     for q in questions:
-        yield QuestionRecord(Source(NAME, q.question_id), q, split, image_dir)
+        yield EntryRecord(Source(NAME, q.question_id), q, split, image_dir)
 
 
 def _parse(question_id: str, entry: Any) -> Question:

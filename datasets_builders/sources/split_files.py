@@ -1,6 +1,6 @@
 """A publisher's files, one per split (or subtype), in the input folder or one folder down.
 
-Why: VQA v2, OK-VQA, A-OKVQA and GQA ship one questions file per split under names that carry
+Why: VQA v2, OK-VQA, A-OKVQA, GQA and TextCaps ship one file per split under names that carry
 the split, and users unzip them either flat or into a folder (``Questions/``, ``questions1.2/``);
 each builder names its pattern, this finds the files and refuses two for the same split.
 """
@@ -45,10 +45,11 @@ class SplitLayout:
 
 
 @dataclass(frozen=True)
-class QuestionRecord:
-    """One question of such a file: the builder's parsed question, its split and image folder."""
+class EntryRecord:
+    """One entry of such a file (a question, a caption): the builder's parsed entry, its split and
+    the image folder."""
 
     source: Source
-    question: Any  #: the builder's own NamedTuple
+    entry: Any  #: the builder's own NamedTuple
     split: str
     image_dir: Path

@@ -27,6 +27,7 @@ TASKS = {
     "okvqa": {"vqa"},
     "aokvqa": {"vqa"},
     "gqa": {"vqa"},
+    "textcaps": {"caption"},
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},
@@ -61,7 +62,7 @@ def test_builder_writes_every_record_of_the_clean_world_with_its_tasks(built, na
     urls = [str(p) for p in sorted(result.root.glob("*.tar"))]
     assert sum(1 for _ in wds.WebDataset(urls, shardshuffle=False)) == counts.written
     expected_splits = ({"train"} if name in ("llava", "unnatural-instructions", *WEB)
-                       else {"train", "val"} if name == "okvqa"  # OK-VQA publishes no test set
+                       else {"train", "val"} if name in ("okvqa", "textcaps")  # no test set / no test captions
                        else {"train", "val", "testdev"} if name == "gqa"  # GQA's answered test split
                        else {"train", "val", "test"})
     assert set(result.manifest.by_split) == expected_splits

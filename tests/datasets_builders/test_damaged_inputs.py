@@ -109,6 +109,15 @@ def _damage_gqa(root: Path) -> list[str]:
     return ["no answer for question", "not a file name stem", "is missing"]
 
 
+def _damage_textcaps(root: Path) -> list[str]:
+    def edit(doc: dict) -> None:
+        doc["data"][0]["caption_str"] = " ... "
+        doc["data"][1]["image_width"] += 1
+        doc["data"][2]["image_id"] = "../x"
+    _edit_json(root / "TextCaps_0.1_train.json", edit)
+    return ["empty after normalisation", "but the annotation says", "not a file name stem"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -183,6 +192,7 @@ DAMAGE = {
     "okvqa": _damage_okvqa,
     "aokvqa": _damage_aokvqa,
     "gqa": _damage_gqa,
+    "textcaps": _damage_textcaps,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

@@ -171,6 +171,8 @@ def expected_records(name: str, root: Path) -> set[str] | int | None:
     if name == "gqa":
         docs = [_json_or_none(p) for p in sorted(root.rglob("*_balanced_questions.json"))]
         return None if any(d is None for d in docs) else sum(len(d) if isinstance(d, dict) else 0 for d in docs)
+    if name == "textcaps":
+        return total(sorted(root.rglob("TextCaps_*.json")), "data")
     if name == "okvqa":
         return total(sorted(root.rglob("OpenEnded_mscoco_*_questions.json")), "questions")
     if name == "refcoco":
@@ -599,8 +601,8 @@ def hostile(cls: str) -> Callable[[int, int, Path], Outcome]:
     return run
 
 
-FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "coco-captions",
-          "llava",
+FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "textcaps",
+          "coco-captions", "llava",
           "unnatural-instructions", "grit", "image-text")
 
 SCENARIOS = [

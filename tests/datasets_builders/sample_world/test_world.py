@@ -46,7 +46,7 @@ def test_summary_and_layout(world):
         "okvqa/OpenEnded_mscoco_val2014_questions.json", "okvqa/mscoco_train2014_annotations.json",
         "okvqa/train2014/COCO_train2014_000000000001.jpg", "aokvqa/aokvqa_v1p0_test.json",
         "aokvqa/train2017/000000000001.jpg", "gqa/questions1.2/testdev_balanced_questions.json",
-        "gqa/images/1.jpg",
+        "gqa/images/1.jpg", "textcaps/TextCaps_0.1_val.json", f"textcaps/train_images/{SEED:08x}00000001.jpg",
     }
     assert expected <= set(digests(world))
     assert not (world / "llava/coco/train2017/000000000009.jpg").exists()  # val image
@@ -63,7 +63,8 @@ def test_every_image_file_is_the_same_jpeg_and_linked_where_possible(world, scen
             world / f"coco-captions/{split}2017/{image_id:012d}.jpg",
         ] + ([world / f"llava/coco/train2017/{image_id:012d}.jpg"] if split == "train" else []) + (
             [world / f"okvqa/{split}2014/COCO_{split}2014_{image_id:012d}.jpg"] if split != "test" else []) + [
-            world / f"aokvqa/{split}2017/{image_id:012d}.jpg", world / f"gqa/images/{image_id}.jpg"]
+            world / f"aokvqa/{split}2017/{image_id:012d}.jpg", world / f"gqa/images/{image_id}.jpg"] + (
+            [world / f"textcaps/train_images/{SEED:08x}{image_id:08x}.jpg"] if split != "test" else [])
         assert {p.read_bytes() for p in paths} == {scene.jpeg(90)}
         assert paths[0].stat().st_nlink == len(paths)  # one file, hard-linked everywhere
 
@@ -123,7 +124,7 @@ def test_panoptic_pngs_match_the_json_exactly(world, scenes):
 def test_every_json_file_parses(world):
     files = [p for p in world.rglob("*.json")]
     # panoptic, refcoco, vqa, okvqa (train, val), aokvqa, captions, llava, img2dataset stats of grit and image-text, summary
-    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 3 + 3 + 2 + 1  # gqa: 3 question files
+    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 2 + 3 + 3 + 2 + 1  # gqa: 3 question files, textcaps 2
     for path in files:
         load(path)
 
