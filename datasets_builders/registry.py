@@ -15,6 +15,7 @@ SOURCES = {
     "aokvqa": "datasets_builders.sources.aokvqa",
     "gqa": "datasets_builders.sources.gqa",
     "textcaps": "datasets_builders.sources.textcaps",
+    "ocrvqa": "datasets_builders.sources.ocrvqa",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

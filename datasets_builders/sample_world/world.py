@@ -1,4 +1,4 @@
-"""The sample world: generated scenes written in the layouts of thirteen real published datasets.
+"""The sample world: generated scenes written in the layouts of fourteen real published datasets.
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
@@ -31,6 +31,7 @@ from datasets_builders.sample_world import (
     grit,
     image_text,
     llava,
+    ocrvqa,
     okvqa,
     refcoco,
     textcaps,
@@ -51,6 +52,7 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "aokvqa": aokvqa,
     "gqa": gqa,
     "textcaps": textcaps,
+    "ocrvqa": ocrvqa,
     "coco-captions": coco_captions,
     "llava": llava,
     "unnatural-instructions": unnatural_instructions,
@@ -58,7 +60,7 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "image-text": image_text,
 }
 SPLIT_FORMATS = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "textcaps",
-                 "coco-captions")  #: have a val split
+                 "ocrvqa", "coco-captions")  #: have a val split
 SUMMARY_FILE = "sample-world.json"
 JPEG_QUALITY = 90
 

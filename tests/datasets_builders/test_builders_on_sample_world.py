@@ -28,6 +28,7 @@ TASKS = {
     "aokvqa": {"vqa"},
     "gqa": {"vqa"},
     "textcaps": {"caption"},
+    "ocrvqa": {"vqa"},
     "coco-captions": {"caption"},
     "llava": {"llava-conversation", "llava-detail", "llava-reason"},
     "unnatural-instructions": {"text"},

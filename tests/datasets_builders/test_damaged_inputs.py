@@ -118,6 +118,16 @@ def _damage_textcaps(root: Path) -> list[str]:
     return ["empty after normalisation", "but the annotation says", "not a file name stem"]
 
 
+def _damage_ocrvqa(root: Path) -> list[str]:
+    def edit(books: dict) -> None:
+        first, second, third = list(books)[:3]
+        books[first]["answers"] = books[first]["answers"][:-1]
+        books[second]["split"] = 7
+        books[third]["questions"][0] = " ... "
+    _edit_json(root / "dataset.json", edit)
+    return ["questions but", "is not 1, 2 or 3", "the question is empty"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -193,6 +203,7 @@ DAMAGE = {
     "aokvqa": _damage_aokvqa,
     "gqa": _damage_gqa,
     "textcaps": _damage_textcaps,
+    "ocrvqa": _damage_ocrvqa,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

@@ -173,6 +173,9 @@ def expected_records(name: str, root: Path) -> set[str] | int | None:
         return None if any(d is None for d in docs) else sum(len(d) if isinstance(d, dict) else 0 for d in docs)
     if name == "textcaps":
         return total(sorted(root.rglob("TextCaps_*.json")), "data")
+    if name == "ocrvqa":
+        doc = _json_or_none(root / "dataset.json")
+        return len(doc) if isinstance(doc, dict) else None
     if name == "okvqa":
         return total(sorted(root.rglob("OpenEnded_mscoco_*_questions.json")), "questions")
     if name == "refcoco":
@@ -602,7 +605,7 @@ def hostile(cls: str) -> Callable[[int, int, Path], Outcome]:
 
 
 FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "textcaps",
-          "coco-captions", "llava",
+          "ocrvqa", "coco-captions", "llava",
           "unnatural-instructions", "grit", "image-text")
 
 SCENARIOS = [

@@ -64,7 +64,8 @@ def test_every_image_file_is_the_same_jpeg_and_linked_where_possible(world, scen
         ] + ([world / f"llava/coco/train2017/{image_id:012d}.jpg"] if split == "train" else []) + (
             [world / f"okvqa/{split}2014/COCO_{split}2014_{image_id:012d}.jpg"] if split != "test" else []) + [
             world / f"aokvqa/{split}2017/{image_id:012d}.jpg", world / f"gqa/images/{image_id}.jpg"] + (
-            [world / f"textcaps/train_images/{SEED:08x}{image_id:08x}.jpg"] if split != "test" else [])
+            [world / f"textcaps/train_images/{SEED:08x}{image_id:08x}.jpg"] if split != "test" else []) + [
+            world / f"ocrvqa/images/{SEED:04d}{image_id:06d}.jpg"]
         assert {p.read_bytes() for p in paths} == {scene.jpeg(90)}
         assert paths[0].stat().st_nlink == len(paths)  # one file, hard-linked everywhere
 
@@ -124,7 +125,7 @@ def test_panoptic_pngs_match_the_json_exactly(world, scenes):
 def test_every_json_file_parses(world):
     files = [p for p in world.rglob("*.json")]
     # panoptic, refcoco, vqa, okvqa (train, val), aokvqa, captions, llava, img2dataset stats of grit and image-text, summary
-    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 2 + 3 + 3 + 2 + 1  # gqa: 3 question files, textcaps 2
+    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 2 + 1 + 3 + 3 + 2 + 1  # gqa 3, textcaps 2, ocrvqa 1
     for path in files:
         load(path)
 
