@@ -154,6 +154,8 @@ def make_build_command(labeler_factory: LabelerFactory | None = None) -> Callabl
         trust_pickle: Annotated[bool, typer.Option(help="refcoco: allow reading refs(*).p pickles (no classes).")] = False,
         max_instances: Annotated[int, typer.Option(min=1, max=255, help="coco-panoptic: clamp of the numbering index.")] = 20,
         min_confidence: Annotated[float, typer.Option(min=0, max=1, help="grit: drop spans below this confidence.")] = 0.0,
+        max_region_area: Annotated[int, typer.Option(min=1, help="visual-genome: leave out regions of this many px "
+                                                                 "or more (MiniGPT-v2: 16384).")] = 16384,
         seed: Annotated[int, typer.Option(help="multiround: seed of the task draws.")] = 0,
         tasks: Annotated[str, typer.Option(help="multiround: comma-separated tasks to mix (default: all).")] = "",
         min_turns: Annotated[int, typer.Option(min=2, help="multiround: fewest rounds per conversation.")] = 2,
@@ -187,7 +189,8 @@ def make_build_command(labeler_factory: LabelerFactory | None = None) -> Callabl
             except ValueError as e:
                 console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
                 raise typer.Exit(2) from None
-        options = Options(trust_pickle=trust_pickle, max_instances=max_instances, min_confidence=min_confidence, seed=seed,
+        options = Options(trust_pickle=trust_pickle, max_instances=max_instances, min_confidence=min_confidence,
+                          max_region_area=max_region_area, seed=seed,
                           tasks=_list(tasks), min_turns=min_turns, max_turns=max_turns, token_budget=token_budget,
                           tokenizer=tokenizer, ratio=ratio, pseudo_label_tasks=_list(pseudo_label_tasks),
                           pseudo_label_checkpoint=labeler_id, pseudo_labeler=labeler)

@@ -16,6 +16,7 @@ SOURCES = {
     "gqa": "datasets_builders.sources.gqa",
     "textcaps": "datasets_builders.sources.textcaps",
     "ocrvqa": "datasets_builders.sources.ocrvqa",
+    "visual-genome": "datasets_builders.sources.visual_genome",
     "coco-captions": "datasets_builders.sources.coco_captions",
     "llava": "datasets_builders.sources.llava",
     "unnatural-instructions": "datasets_builders.sources.unnatural_instructions",

@@ -1,4 +1,4 @@
-"""The sample world: generated scenes written in the layouts of fourteen real published datasets.
+"""The sample world: generated scenes written in the layouts of fifteen real published datasets.
 
 It lets every raw-format builder run end to end with no download: a user's real download and
 the sample world look the same on disk, and every text in it is true of its picture. The output
@@ -36,6 +36,7 @@ from datasets_builders.sample_world import (
     refcoco,
     textcaps,
     unnatural_instructions,
+    visual_genome,
     vqa,
 )
 from datasets_builders.sample_world.common import SPLITS, WorldImage, write_text
@@ -53,6 +54,7 @@ FORMATS: dict[str, ModuleType] = {  # folder under the output -> its writer
     "gqa": gqa,
     "textcaps": textcaps,
     "ocrvqa": ocrvqa,
+    "visual-genome": visual_genome,
     "coco-captions": coco_captions,
     "llava": llava,
     "unnatural-instructions": unnatural_instructions,

@@ -57,6 +57,7 @@ class Options:
     trust_pickle: bool = False  #: refcoco: refs(*).p may be unpickled (no classes are allowed)
     max_instances: int = 20  #: coco-panoptic: numbering index clamp
     min_confidence: float = 0.0  #: grit: spans below this confidence are dropped
+    max_region_area: int = 16384  #: visual-genome: regions of this many px or more are left out (MiniGPT-v2's filter)
     seed: int = 0  #: multiround: task choice per image
     tasks: tuple[str, ...] = ()  #: multiround: tasks to mix (empty: every task the inputs have)
     min_turns: int = 2  #: multiround: question-answer rounds per conversation, at least ...

@@ -128,6 +128,16 @@ def _damage_ocrvqa(root: Path) -> list[str]:
     return ["questions but", "is not 1, 2 or 3", "the question is empty"]
 
 
+def _damage_visual_genome(root: Path) -> list[str]:
+    def regions(doc: list) -> None:
+        doc[0]["regions"][0]["phrase"] = " ... "
+        doc[1]["regions"][0]["width"] = 10_000
+        doc[2]["id"] = "x"
+    _edit_json(root / "region_descriptions.json", regions)
+    _edit_json(root / "image_data.json", lambda doc: doc[3].__setitem__("url", "https://example.org/elsewhere/1.jpg"))
+    return ["the phrase is empty", "outside the", "no integer id", "no VG_100K(_2) url"]
+
+
 def _damage_captions(root: Path) -> list[str]:
     _edit_json(root / "annotations" / "captions_train2017.json",
                lambda d: d["annotations"][0].__setitem__("caption", " ... "))
@@ -204,6 +214,7 @@ DAMAGE = {
     "gqa": _damage_gqa,
     "textcaps": _damage_textcaps,
     "ocrvqa": _damage_ocrvqa,
+    "visual-genome": _damage_visual_genome,
     "coco-captions": _damage_captions,
     "llava": _damage_llava,
     "unnatural-instructions": _damage_unnatural,

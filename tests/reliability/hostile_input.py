@@ -176,6 +176,9 @@ def expected_records(name: str, root: Path) -> set[str] | int | None:
     if name == "ocrvqa":
         doc = _json_or_none(root / "dataset.json")
         return len(doc) if isinstance(doc, dict) else None
+    if name == "visual-genome":
+        doc = _json_or_none(root / "region_descriptions.json")
+        return len(doc) if isinstance(doc, list) else None
     if name == "okvqa":
         return total(sorted(root.rglob("OpenEnded_mscoco_*_questions.json")), "questions")
     if name == "refcoco":
@@ -605,7 +608,7 @@ def hostile(cls: str) -> Callable[[int, int, Path], Outcome]:
 
 
 FUZZED = ("coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa", "textcaps",
-          "ocrvqa", "coco-captions", "llava",
+          "ocrvqa", "visual-genome", "coco-captions", "llava",
           "unnatural-instructions", "grit", "image-text")
 
 SCENARIOS = [

@@ -230,8 +230,8 @@ def test_task_filters_name_tasks_the_folder_holds(path):
 def test_tiny_demo_names_only_datasets_the_demo_builds():
     documented = _demo_datasets_from_comment()
     assert documented == ["coco-panoptic", "flickr30k-entities", "refcoco", "vqa", "okvqa", "aokvqa", "gqa",
-                          "textcaps", "ocrvqa", "coco-captions", "llava", "unnatural-instructions", "grit",
-                          "image-text", "multiround", "unnatural-blend", "llava-crayon"]
+                          "textcaps", "ocrvqa", "visual-genome", "coco-captions", "llava", "unnatural-instructions",
+                          "grit", "image-text", "multiround", "unnatural-blend", "llava-crayon"]
     plan = load_plan(TINY_DEMO)
     for stage in plan.stages:
         for key, use in stage.datasets.items():

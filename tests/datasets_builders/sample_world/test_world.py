@@ -65,7 +65,8 @@ def test_every_image_file_is_the_same_jpeg_and_linked_where_possible(world, scen
             [world / f"okvqa/{split}2014/COCO_{split}2014_{image_id:012d}.jpg"] if split != "test" else []) + [
             world / f"aokvqa/{split}2017/{image_id:012d}.jpg", world / f"gqa/images/{image_id}.jpg"] + (
             [world / f"textcaps/train_images/{SEED:08x}{image_id:08x}.jpg"] if split != "test" else []) + [
-            world / f"ocrvqa/images/{SEED:04d}{image_id:06d}.jpg"]
+            world / f"ocrvqa/images/{SEED:04d}{image_id:06d}.jpg"] + (
+            [world / f"visual-genome/{('VG_100K', 'VG_100K_2')[image_id % 2]}/{image_id}.jpg"] if split == "train" else [])
         assert {p.read_bytes() for p in paths} == {scene.jpeg(90)}
         assert paths[0].stat().st_nlink == len(paths)  # one file, hard-linked everywhere
 
@@ -125,7 +126,7 @@ def test_panoptic_pngs_match_the_json_exactly(world, scenes):
 def test_every_json_file_parses(world):
     files = [p for p in world.rglob("*.json")]
     # panoptic, refcoco, vqa, okvqa (train, val), aokvqa, captions, llava, img2dataset stats of grit and image-text, summary
-    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 2 + 1 + 3 + 3 + 2 + 1  # gqa 3, textcaps 2, ocrvqa 1
+    assert len(files) == 3 + 2 + 6 + 4 + 3 + 3 + 2 + 1 + 2 + 3 + 3 + 2 + 1  # gqa 3, textcaps 2, ocrvqa 1, vg 2
     for path in files:
         load(path)
 
