@@ -12,7 +12,7 @@ from rich.markup import escape
 from datasets_builders.cli import make_build_command, sample_world, shards_app
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
-from training.cli import evaluate_command, looks_command, table_console, train_command
+from training.cli import evaluate_command, looks_command, plan_app, table_console, train_command
 from training.pretrain.cli import pretrain_app
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory
@@ -34,6 +34,7 @@ app.add_typer(shards_app, name="shards")
 app.command("chat")(chat)
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
+app.add_typer(plan_app, name="plan")
 app.command("eval")(evaluate_command)
 app.add_typer(pretrain_app, name="pretrain")
 app.command("looks")(looks_command)

@@ -34,6 +34,42 @@ def table_console() -> Console:
 console = table_console()
 
 
+plan_app = typer.Typer(help="Check stage plans against built datasets.", no_args_is_help=True)
+
+
+@plan_app.command("check")
+def plan_check_command(
+    plan: Annotated[Path, typer.Argument(help="A stage plan, e.g. training/recipes/minigptv2.yaml.")],
+    data: Annotated[Path | None, typer.Option(help="Folder of the plan's datasets (default: the plan's data_root).")]
+    = None,
+    raw: Annotated[str, typer.Option(help="Folder of the raw datasets, for the build commands shown.")] = "data/raw",
+) -> None:
+    """Every dataset the plan reads: built or not, its builder, its samples of the split and tasks; exit 1 if any is missing."""
+    from rich.table import Table
+
+    from training.plan import PlanError, load_plan
+    from training.plan_check import check_plan, missing_lines
+
+    try:
+        statuses = check_plan(load_plan(plan), data)
+    except PlanError as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    table = Table(title=f"{plan}: the datasets it reads")
+    for column in ("stage", "entry", "folder", "split / tasks", "samples", "built", "status"):
+        table.add_column(column, justify="right" if column == "samples" else "left")
+    for s in statuses:
+        table.add_row(s.stage, s.entry, str(s.folder), s.split + (f" / {', '.join(s.tasks)}" if s.tasks else ""),
+                      f"{s.samples:,}", s.built or "-", "ok" if s.ok else f"[red]{escape(s.problem or '')}[/red]")
+    console.print(table)
+    if gaps := missing_lines(statuses, raw):
+        console.print(f"{len([s for s in statuses if not s.ok])} of {len(statuses)} entries cannot serve:", highlight=False)
+        for line in gaps:
+            console.print(escape(line), highlight=False)
+        raise typer.Exit(1)
+    console.print(f"all {len(statuses)} entries are built with samples of their split and tasks", highlight=False)
+
+
 def train_command(
     plan: Annotated[Path, typer.Option(help="A stage plan, e.g. training/recipes/tiny-demo.yaml.")],
     workers: Annotated[int, typer.Option(min=1, help="Ray Train workers (one GPU each where there are GPUs).")] = 2,

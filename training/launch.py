@@ -30,6 +30,7 @@ from pathlib import Path
 from datasets_builders.ray_session import ray_session
 from training.mixture.loader import MixtureLoader
 from training.plan import Plan, PlanError, load_plan
+from training.plan_check import check_plan, missing_lines
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,10 @@ def train(plan_file: Path, *, workers: int = 2, cpus_per_worker: float | None = 
         if stage.global_batch % workers:
             raise PlanError(f"{plan_file}: stage {stage.name}'s global batch {stage.global_batch} does not divide "
                             f"over {workers} workers")
-    MixtureLoader(plan, data_root=data_root)  # every dataset exists, has samples, and the schedules build
+    if gaps := missing_lines(check_plan(plan, data_root)):
+        raise PlanError(f"{plan_file}: datasets the plan reads cannot serve (crayonflow plan check lists all):\n"
+                        + "\n".join(gaps))
+    MixtureLoader(plan, data_root=data_root)  # the schedules build
     if strategy not in ("ddp", "fsdp"):
         raise PlanError(f"unknown strategy {strategy!r}; choose ddp or fsdp")
     run = run or plan.name
