@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from datasets_builders.sample_world.common import WorldImage, by_split, info, write_json
-from datasets_builders.sample_world.questions import vqa_pairs
-from datasets_builders.sample_world.vqa import annotator_answers, question_id
+from datasets_builders.sample_world.vqa import coco2014_questions
 
 SALT = 9
 SPLITS = ("train", "val")  #: OK-VQA's subtypes
@@ -26,16 +25,12 @@ def write(world: list[WorldImage], out_dir: Path, seed: int) -> None:
             continue
         subtype = f"{split}2014"
         questions, annotations = [], []
-        for image in images:
-            image.place(out_dir / subtype / f"COCO_{subtype}_{image.image_id:012d}.jpg")
-            rng = image.rng(SALT)
-            for k, qa in enumerate(vqa_pairs(image.scene, rng)):
-                qid = question_id(image, k)
-                questions.append({"image_id": image.image_id, "question": qa.question, "question_id": qid})
-                answers = [{"answer_id": i, "raw_answer": a, "answer_confidence": "yes", "answer": a}
-                           for i, a in enumerate(annotator_answers(qa, rng), start=1)]
-                annotations.append({"image_id": image.image_id, "answer_type": "other", "question_type": "ten",
-                                    "question_id": qid, "answers": answers, "confidence": 3})
+        for image, qid, qa, given in coco2014_questions(images, out_dir, subtype, SALT):
+            questions.append({"image_id": image.image_id, "question": qa.question, "question_id": qid})
+            answers = [{"answer_id": i, "raw_answer": a, "answer_confidence": "yes", "answer": a}
+                       for i, a in enumerate(given, start=1)]
+            annotations.append({"image_id": image.image_id, "answer_type": "other", "question_type": "ten",
+                                "question_id": qid, "answers": answers, "confidence": 3})
         (out_dir / subtype).mkdir(parents=True, exist_ok=True)
         header = {"info": info("OK-VQA", seed), "license": LICENSE, "data_subtype": subtype}
         write_json(out_dir / f"OpenEnded_mscoco_{subtype}_questions.json",

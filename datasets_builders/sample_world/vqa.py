@@ -7,6 +7,7 @@ rewordings ("two" for "2", "outside" for "outdoors"), so the most frequent answe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,24 +35,28 @@ def annotator_answers(qa: QA, rng: np.random.Generator) -> list[str]:
     return answers
 
 
+def coco2014_questions(images: list[WorldImage], out_dir: Path, subtype: str,
+                       salt: int) -> Iterator[tuple[WorldImage, int, QA, list[str]]]:
+    """Each picture placed where COCO 2014 names it, then its questions: (image, question id, the
+    question, its ten annotator answers). VQA v2 and OK-VQA write these under their own fields."""
+    for image in images:
+        image.place(out_dir / subtype / f"COCO_{subtype}_{image.image_id:012d}.jpg")
+        rng = image.rng(salt)
+        for k, qa in enumerate(vqa_pairs(image.scene, rng)):
+            yield image, question_id(image, k), qa, annotator_answers(qa, rng)
+
+
 def write(world: list[WorldImage], out_dir: Path, seed: int) -> None:
     for split, images in by_split(world).items():
         subtype = f"{split}2014"
         questions, annotations = [], []
-        for image in images:
-            image.place(out_dir / subtype / f"COCO_{subtype}_{image.image_id:012d}.jpg")
-            rng = image.rng(SALT)
-            for k, qa in enumerate(vqa_pairs(image.scene, rng)):
-                qid = question_id(image, k)
-                questions.append({"image_id": image.image_id, "question": qa.question, "question_id": qid})
-                answers = [
-                    {"answer": a, "answer_confidence": "yes", "answer_id": i}
-                    for i, a in enumerate(annotator_answers(qa, rng), start=1)
-                ]
-                annotations.append(
-                    {"question_type": qa.question_type, "multiple_choice_answer": qa.answer, "answers": answers,
-                     "image_id": image.image_id, "answer_type": qa.answer_type, "question_id": qid}
-                )
+        for image, qid, qa, given in coco2014_questions(images, out_dir, subtype, SALT):
+            questions.append({"image_id": image.image_id, "question": qa.question, "question_id": qid})
+            answers = [{"answer": a, "answer_confidence": "yes", "answer_id": i} for i, a in enumerate(given, start=1)]
+            annotations.append(
+                {"question_type": qa.question_type, "multiple_choice_answer": qa.answer, "answers": answers,
+                 "image_id": image.image_id, "answer_type": qa.answer_type, "question_id": qid}
+            )
         (out_dir / subtype).mkdir(parents=True, exist_ok=True)
         header = {"info": info("VQA v2", seed), "task_type": "Open-Ended", "data_type": "mscoco", "license": LICENSE}
         write_json(out_dir / f"v2_OpenEnded_mscoco_{subtype}_questions.json",

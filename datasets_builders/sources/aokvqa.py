@@ -30,7 +30,7 @@ from datasets_builders.sources.contract import Options, Outcome, RecordError, Re
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_events, json_items
 from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
-from datasets_builders.sources.vqa import answer_counts, choose_answer
+from datasets_builders.sources.vqa import answer_counts, choose_answer, normalised_question
 from datasets_builders.templates.render import render
 
 NAME = "aokvqa"
@@ -64,9 +64,7 @@ def read_records(layout: SplitLayout, split: str | None) -> Iterator[EntryRecord
 
 def to_samples(record: EntryRecord) -> Iterator[Outcome]:
     q = record.entry
-    question = blip_normalise(q.question)
-    if not question:
-        raise RecordError(f"question {q.question_id} is empty after normalisation")
+    question = normalised_question(q.question_id, q.question)
     answers = answer_counts(q.direct_answers)
     if not answers:
         raise RecordError(f"no direct answers for question {q.question_id}")

@@ -27,6 +27,7 @@ from datasets_builders.sources.contract import Options, Outcome, RecordError, Re
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_events, json_pairs
 from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
+from datasets_builders.sources.vqa import normalised_question
 from datasets_builders.templates.render import render
 
 NAME = "gqa"
@@ -59,9 +60,7 @@ def read_records(layout: SplitLayout, split: str | None) -> Iterator[EntryRecord
 
 def to_samples(record: EntryRecord) -> Iterator[Outcome]:
     q = record.entry
-    question = blip_normalise(q.question)
-    if not question:
-        raise RecordError(f"question {q.question_id} is empty after normalisation")
+    question = normalised_question(q.question_id, q.question)
     answer = blip_normalise(q.answer) if isinstance(q.answer, str) else ""
     if not answer:
         raise RecordError(f"no answer for question {q.question_id} in {record.split}_balanced_questions.json")

@@ -129,9 +129,7 @@ def to_samples(record: QuestionRecord) -> Iterator[Outcome]:
         file = record.subtype.annotations
         where = file.name if file is not None else f"{record.subtype.name} (no annotations file)"
         raise RecordError(f"no answers for question {qid} in {where}")
-    question = blip_normalise(record.question)
-    if not question:
-        raise RecordError(f"question {qid} is empty after normalisation")
+    question = normalised_question(qid, record.question)
     answers = answer_counts(ann.answers)
     preferred = ann.multiple_choice_answer
     answer = choose_answer(answers, blip_normalise(preferred) if isinstance(preferred, str) else "")
@@ -154,6 +152,14 @@ def choose_answer(counts: Mapping[str, int], preferred: str) -> str:
     top = max(counts.values())
     tied = sorted(a for a, n in counts.items() if n == top)
     return preferred if preferred in tied else tied[0]
+
+
+def normalised_question(question_id: object, text: str) -> str:
+    """The question through MiniGPT-v2's normalisation; RecordError when nothing is left of it."""
+    question = blip_normalise(text)
+    if not question:
+        raise RecordError(f"question {question_id} is empty after normalisation")
+    return question
 
 
 def answer_counts(texts: tuple[Any, ...]) -> dict[str, int]:

@@ -73,17 +73,10 @@ def _damage_refcoco(root: Path) -> list[str]:
     return ["not in instances.json", "empty after normalisation", "outside", "is missing"]
 
 
-def _damage_vqa(root: Path) -> list[str]:
-    _edit_json(root / "v2_mscoco_train2014_annotations.json", lambda d: d["annotations"].pop(0))
-    _edit_json(root / "v2_OpenEnded_mscoco_train2014_questions.json",
-               lambda d: d["questions"][5].__setitem__("question", "..."))
-    _truncate(root / "train2014" / "COCO_train2014_000000000007.jpg")
-    return ["no answers", "empty after normalisation", "cannot be decoded"]
-
-
-def _damage_okvqa(root: Path) -> list[str]:
-    _edit_json(root / "mscoco_train2014_annotations.json", lambda d: d["annotations"].pop(0))
-    _edit_json(root / "OpenEnded_mscoco_train2014_questions.json",
+def _damage_vqa(root: Path, prefix: str = "v2_") -> list[str]:
+    """VQA v2's files; OK-VQA's are the same without the ``v2_`` prefix."""
+    _edit_json(root / f"{prefix}mscoco_train2014_annotations.json", lambda d: d["annotations"].pop(0))
+    _edit_json(root / f"{prefix}OpenEnded_mscoco_train2014_questions.json",
                lambda d: d["questions"][5].__setitem__("question", "..."))
     _truncate(root / "train2014" / "COCO_train2014_000000000007.jpg")
     return ["no answers", "empty after normalisation", "cannot be decoded"]
@@ -209,7 +202,7 @@ DAMAGE = {
     "flickr30k-entities": _damage_flickr,
     "refcoco": _damage_refcoco,
     "vqa": _damage_vqa,
-    "okvqa": _damage_okvqa,
+    "okvqa": lambda root: _damage_vqa(root, prefix=""),
     "aokvqa": _damage_aokvqa,
     "gqa": _damage_gqa,
     "textcaps": _damage_textcaps,
