@@ -14,17 +14,17 @@ from typing import Annotated
 
 import pyarrow.compute as pc
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from datasets_builders.console import table_console
 from datasets_builders.registry import DERIVED, SOURCES
 from datasets_builders.store import DatasetExistsError, DatasetWriteError, ManifestError, load_manifest, verify_dataset
 from datasets_builders.store.index import REJECTS_SCHEMA, read_table
 from datasets_builders.store.layout import REJECTS_INDEX
 
 shards_app = typer.Typer(help="Inspect and verify datasets of WebDataset shards.", no_args_is_help=True)
-console = Console(soft_wrap=True)
+console = table_console()
 
 DatasetDir = Annotated[Path, typer.Argument(help="A dataset folder (holds manifest.json and *.tar shards).")]
 

@@ -10,9 +10,10 @@ import typer
 from rich.markup import escape
 
 from datasets_builders.cli import make_build_command, sample_world, shards_app
+from datasets_builders.console import table_console
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
-from training.cli import evaluate_command, looks_command, plan_app, table_console, train_command
+from training.cli import evaluate_command, looks_command, plan_app, train_command
 from training.pretrain.cli import pretrain_app
 
 def _pseudo_labeler(checkpoint: Path):  # noqa: ANN202 - see datasets_builders.cli.LabelerFactory

@@ -18,18 +18,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-PIPED_WIDTH = 200  #: columns when stdout is not a terminal: rich would cut tables at 80 ("re…")
-
-
-def table_console() -> Console:
-    """A console whose tables keep whole columns when the output goes to a pipe or a log file."""
-    import sys
-
-    return Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
-
+from datasets_builders.console import table_console
 
 console = table_console()
 

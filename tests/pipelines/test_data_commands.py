@@ -77,3 +77,19 @@ def test_multiround_pseudo_labels_come_from_a_real_checkpoint_and_record_its_dig
     refused = CliRunner().invoke(alone, ["multiround", "--input", str(out / "vqa"), "--out", str(out / "x"),
                                          "--pseudo-label-checkpoint", str(tmp_path / "ckpt")], terminal_width=200)
     assert refused.exit_code == 2 and "needs a model" in refused.output
+
+
+def test_shards_info_through_a_pipe_keeps_whole_columns(tmp_path):
+    """Piped (a log file, `make demo | tee`), rich used to cut tables at 80 columns: "re…", "samp…"."""
+    import os
+    import subprocess
+    import sys
+
+    invoke("sample-world", "--out", str(tmp_path / "raw"), "--images", "6")
+    out = tmp_path / "a-dataset-folder-with-a-long-enough-name" / "visual-genome"
+    assert invoke("build", "visual-genome", "--input", str(tmp_path / "raw" / "visual-genome"), "--out",
+                  str(out)).exit_code == 0
+    piped = subprocess.run([sys.executable, "-m", "pipelines.cli", "shards", "info", str(out)], capture_output=True,
+                           text=True, check=True, env={**os.environ, "COLUMNS": "80"})
+    assert "…" not in piped.stdout, piped.stdout
+    assert str(tmp_path / "raw" / "visual-genome") in piped.stdout  # the inputs table's path column, whole
