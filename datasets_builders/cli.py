@@ -20,8 +20,8 @@ from rich.table import Table
 from datasets_builders.console import table_console
 from datasets_builders.registry import DERIVED, SOURCES
 from datasets_builders.store import DatasetExistsError, DatasetWriteError, ManifestError, load_manifest, verify_dataset
-from datasets_builders.store.index import REJECTS_SCHEMA, read_table
-from datasets_builders.store.layout import REJECTS_INDEX
+from datasets_builders.store.index import REJECTS_SCHEMA, SAMPLES_SCHEMA, read_table
+from datasets_builders.store.layout import REJECTS_INDEX, SAMPLES_INDEX
 
 shards_app = typer.Typer(help="Inspect and verify datasets of WebDataset shards.", no_args_is_help=True)
 console = table_console()
@@ -43,6 +43,51 @@ def verify(root: DatasetDir) -> None:
     console.print(f"[red]FAILED[/red] {escape(str(root))}: {len(report.problems)} problems; {summary}"
                   + (f"; damaged shards: {', '.join(damaged)}" if damaged else ""))
     raise typer.Exit(1)
+
+
+@shards_app.command()
+def show(
+    root: DatasetDir,
+    key: Annotated[str | None, typer.Option(help="The sample with this key.")] = None,
+    task: Annotated[str | None, typer.Option(help="Samples of this task (with --random: N of them).")] = None,
+    random: Annotated[int, typer.Option(min=1, help="How many samples, drawn with --seed.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the draw.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="PNG to write (default: <key>.png here; one per sample).")] = None,
+) -> None:
+    """Draw samples: the picture with every box of the conversation labelled, the crayon map beside
+    it, the conversation under it; writes PNGs and prints their paths."""
+    import numpy as np
+
+    from datasets_builders.formats.schema import Sample
+    from datasets_builders.show import render_sample
+    from datasets_builders.store import ShardDataset
+
+    if load_manifest(root) is None:
+        console.print(f"[red]{escape(str(root))}: no manifest.json; not a committed dataset[/red]")
+        raise typer.Exit(1)
+    with ShardDataset(root) as dataset:
+        keys = [dataset.key(i) for i in range(len(dataset))]
+        if key is not None:
+            rows = [keys.index(key)] if key in keys else []
+            if not rows:
+                console.print(f"[red]{escape(str(root))} has no sample {escape(key)!r}[/red]")
+                raise typer.Exit(1)
+        else:
+            tasks = read_table(root / SAMPLES_INDEX, SAMPLES_SCHEMA)["task"].to_pylist()
+            candidates = [i for i, t in enumerate(tasks) if task is None or t == task]
+            if not candidates:
+                console.print(f"[red]{escape(str(root))} has no samples of task {escape(str(task))!r}[/red]")
+                raise typer.Exit(1)
+            picked = np.random.default_rng(seed).choice(len(candidates), min(random, len(candidates)), replace=False)
+            rows = [candidates[int(i)] for i in picked]
+        for n, row in enumerate(rows):
+            raw = dataset.read(row, check=True)
+            sample = Sample.from_members(raw["__key__"], raw)
+            path = (out if out is not None and len(rows) == 1 else
+                    (out.with_name(f"{out.stem}-{n}{out.suffix}") if out is not None else Path(f"{sample.key}.png")))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            render_sample(sample).save(path)
+            console.print(f"{escape(sample.key)} ({escape(sample.task)}): {escape(str(path))}", highlight=False)
 
 
 @shards_app.command()
