@@ -90,6 +90,26 @@ def show(
             console.print(f"{escape(sample.key)} ({escape(sample.task)}): {escape(str(path))}", highlight=False)
 
 
+def export(
+    root: DatasetDir,
+    out: Annotated[Path, typer.Option(help="Folder for <dataset>.json and images/.")],
+    fmt: Annotated[str, typer.Option("--format", help="llava (conversation JSON + an image folder).")] = "llava",
+    split: Annotated[str | None, typer.Option(help="Only this split's samples.")] = None,
+) -> None:
+    """Write a built dataset in another project's format: each picture once, the conversations as JSON."""
+    from datasets_builders.export import export_llava
+
+    if fmt != "llava":
+        console.print(f"[red]unknown format {escape(fmt)!r}; formats: llava[/red]")
+        raise typer.Exit(2)
+    if load_manifest(root) is None:
+        console.print(f"[red]{escape(str(root))}: no manifest.json; not a committed dataset[/red]")
+        raise typer.Exit(1)
+    report = export_llava(root, out, split)
+    console.print(f"{escape(str(report.json_path))}: {report.samples} samples, {report.images} pictures in "
+                  f"{escape(str(out / 'images'))}", highlight=False)
+
+
 @shards_app.command()
 def info(
     root: DatasetDir,

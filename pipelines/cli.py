@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from datasets_builders.cli import make_build_command, sample_world, shards_app
+from datasets_builders.cli import export, make_build_command, sample_world, shards_app
 from datasets_builders.console import table_console
 from datasets_builders.segment.cli import segment
 from models.cli import chat, model_app
@@ -32,6 +32,7 @@ app.command("sample-world")(sample_world)
 app.command("build")(make_build_command(labeler_factory=_pseudo_labeler))
 app.command("segment")(segment)
 app.add_typer(shards_app, name="shards")
+app.command("export")(export)
 app.command("chat")(chat)
 app.add_typer(model_app, name="model")
 app.command("train")(train_command)
