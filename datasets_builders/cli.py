@@ -93,19 +93,25 @@ def show(
 def export(
     root: DatasetDir,
     out: Annotated[Path, typer.Option(help="Folder for <dataset>.json and images/.")],
-    fmt: Annotated[str, typer.Option("--format", help="llava (conversation JSON + an image folder).")] = "llava",
+    fmt: Annotated[str, typer.Option("--format", help="llava (conversation JSON + an image folder), or minigptv2 "
+                                                      "(its Flickr30k JSONs, from flickr30k-entities).")] = "llava",
     split: Annotated[str | None, typer.Option(help="Only this split's samples.")] = None,
 ) -> None:
     """Write a built dataset in another project's format: each picture once, the conversations as JSON."""
-    from datasets_builders.export import export_llava
+    from datasets_builders.export import export_llava, export_minigptv2
 
-    if fmt != "llava":
-        console.print(f"[red]unknown format {escape(fmt)!r}; formats: llava[/red]")
+    exporters = {"llava": export_llava, "minigptv2": export_minigptv2}
+    if fmt not in exporters:
+        console.print(f"[red]unknown format {escape(fmt)!r}; formats: {', '.join(exporters)}[/red]")
         raise typer.Exit(2)
     if load_manifest(root) is None:
         console.print(f"[red]{escape(str(root))}: no manifest.json; not a committed dataset[/red]")
         raise typer.Exit(1)
-    report = export_llava(root, out, split)
+    try:
+        report = exporters[fmt](root, out, split)
+    except ValueError as e:
+        console.print(f"[red]{escape(str(e))}[/red]", highlight=False)
+        raise typer.Exit(1) from None
     console.print(f"{escape(str(report.json_path))}: {report.samples} samples, {report.images} pictures in "
                   f"{escape(str(out / 'images'))}", highlight=False)
 

@@ -1,4 +1,5 @@
-"""A built dataset in the LLaVA conversation format: one JSON list plus an image folder.
+"""A built dataset in another project's format: LLaVA's conversation JSON, or the JSONs MiniGPT-v2's
+dataset classes read; each with an image folder.
 
 Why: LLaVA and the trainers that read LLaVA/ShareGPT-style multimodal JSON (its conversation
 list: ``{"id", "image", "conversations": [{"from": "human"|"gpt", "value"}]}``, ``<image>`` at the
@@ -7,6 +8,12 @@ Each distinct picture is written once, named by the xxh3 of its bytes (a refcoco
 five expressions is one file), with its stored bytes: never re-encoded. Text-only samples have no
 ``image`` key, as in LLaVA's own text mixes. Turns are written as stored; task identifiers
 (``[refer]``) and boxes stay in the text, where MiniGPT-v2-style models read them.
+
+MiniGPT-v2 (minigptv2-data-spec.md 6.2): its three Flickr30k classes read ``groundedcaption.json``
+(``image_id``, ``grounded_caption``), ``captiontobbox.json`` (``image_id``, ``caption``, ``output``)
+and ``phrasetobbox.json`` (``image_id``, ``phrase``, ``bbox``) with the pictures as
+``<image_id>.jpg``; those are written from a flickr30k-entities dataset's grounding,
+detection-caption and detection-phrase samples (the instruction templates are the classes' own).
 """
 
 from __future__ import annotations
@@ -59,3 +66,39 @@ def export_llava(root: Path, out: Path, split: str | None = None) -> ExportRepor
     path = out / f"{Path(root).name}.json"
     path.write_text(json.dumps(entries, ensure_ascii=False, indent=1))
     return ExportReport(path, len(entries), len(written))
+
+
+#: task -> (MiniGPT-v2 file, entry from (sample, image id))
+MINIGPTV2_FILES = {
+    "grounding": ("groundedcaption.json",
+                  lambda s, i: {"image_id": i, "grounded_caption": s.turns[1].content}),
+    "detection-caption": ("captiontobbox.json",
+                          lambda s, i: {"image_id": i, "caption": s.meta["fields"]["caption"],
+                                        "output": s.turns[1].content}),
+    "detection-phrase": ("phrasetobbox.json",
+                         lambda s, i: {"image_id": i, "phrase": s.meta["fields"]["phrase"],
+                                       "bbox": s.turns[1].content.split("</p> ", 1)[1]}),
+}
+
+
+def export_minigptv2(root: Path, out: Path, split: str | None = None) -> ExportReport:
+    """MiniGPT-v2's Flickr30k JSONs from a flickr30k-entities dataset, and ``<image_id>.jpg`` files."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    files: dict[str, list[dict]] = {name: [] for name, _ in MINIGPTV2_FILES.values()}
+    written: set[str] = set()
+    with ShardDataset(root) as dataset:
+        for sample in dataset.samples(check=True):
+            if sample.task not in MINIGPTV2_FILES or (split is not None and sample.split != split):
+                continue
+            image_id = str(sample.meta["image_id"])
+            if image_id not in written and sample.image is not None:
+                (out / "images" / f"{image_id}.{sample.image.format}").write_bytes(sample.image.data)
+                written.add(image_id)
+            name, entry = MINIGPTV2_FILES[sample.task]
+            files[name].append(entry(sample, image_id))
+    if not any(files.values()):
+        raise ValueError(f"{root}: no grounding, detection-caption or detection-phrase samples: MiniGPT-v2's files "
+                         "come from a flickr30k-entities dataset")
+    for name, entries in files.items():
+        (out / name).write_text(json.dumps(entries, ensure_ascii=False, indent=1))
+    return ExportReport(out / "groundedcaption.json", sum(len(e) for e in files.values()), len(written))
