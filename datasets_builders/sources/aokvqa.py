@@ -28,7 +28,7 @@ from datasets_builders.formats.text import blip_normalise
 from datasets_builders.sources.coco_images import integer, locate_images, parse_entries, string
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
-from datasets_builders.sources.json_stream import json_events, json_items
+from datasets_builders.sources.json_stream import json_items, top_level
 from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
 from datasets_builders.sources.vqa import answer_counts, choose_answer, normalised_question
 from datasets_builders.templates.render import render
@@ -82,19 +82,13 @@ def to_samples(record: EntryRecord) -> Iterator[Outcome]:
 
 
 def _file_records(root: Path, split: str, path: Path) -> Iterator[EntryRecord | Reject]:
-    _require_list(path)
+    require(top_level(path) == "array", path, "expected A-OKVQA: a JSON list of questions")
     questions, rejects = parse_entries(json_items(path, "item"), _parse_question, NAME, path.name, "question_id")
     yield from rejects
     questions.sort(key=lambda q: (q.image_id, q.question_id))
     image_dir = locate_images(root, (f"{q.image_id:012d}.jpg" for q in questions), fallback=root / f"{split}2017")
     for q in questions:
         yield EntryRecord(Source(NAME, q.question_id), q, split, image_dir)
-
-
-def _require_list(path: Path) -> None:
-    """The file is a JSON list (checked on its first event, before any entry is used)."""
-    first = next(json_events(path), None)
-    require(first is not None and first[1] == "start_array", path, "expected A-OKVQA: a JSON list of questions")
 
 
 def _parse_question(entry: Any) -> Question:

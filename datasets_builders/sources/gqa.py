@@ -15,7 +15,6 @@ carry no answers: each question there is rejected with that reason.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -25,9 +24,9 @@ from datasets_builders.formats.text import blip_normalise
 from datasets_builders.sources.coco_images import locate_images, string
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
-from datasets_builders.sources.json_stream import json_events, json_pairs
+from datasets_builders.sources.json_stream import json_pairs, top_level
 from datasets_builders.sources.split_files import EntryRecord, SplitLayout, split_files
-from datasets_builders.sources.vqa import normalised_question
+from datasets_builders.sources.vqa import interned, normalised_question
 from datasets_builders.templates.render import render
 
 NAME = "gqa"
@@ -76,9 +75,7 @@ def to_samples(record: EntryRecord) -> Iterator[Outcome]:
 
 
 def _file_records(root: Path, split: str, path: Path) -> Iterator[EntryRecord | Reject]:
-    first = next(json_events(path), None)
-    require(first is not None and first[1] == "start_map", path, "expected GQA questions: a JSON object of "
-                                                                 "question id -> question")
+    require(top_level(path) == "map", path, "expected GQA questions: a JSON object of question id -> question")
     questions = []
     for index, (question_id, entry) in enumerate(json_pairs(path)):
         try:
@@ -96,11 +93,6 @@ def _parse(question_id: str, entry: Any) -> Question:
     if not isinstance(image_id, str) or not image_id or "/" in image_id or image_id.startswith("."):
         raise ValueError(f"imageId {image_id!r} is not a file name stem")
     types = entry.get("types") if isinstance(entry.get("types"), dict) else {}
-    answer = entry.get("answer")
-    return Question(question_id, image_id, string(entry, "question"),
-                    sys.intern(answer) if isinstance(answer, str) else answer, entry.get("fullAnswer"),
-                    tuple(_interned(types.get(k)) for k in ("structural", "semantic", "detailed")))  # type: ignore[arg-type]
-
-
-def _interned(value: Any) -> Any:
-    return sys.intern(value) if isinstance(value, str) else value
+    return Question(question_id, image_id, string(entry, "question"), interned(entry.get("answer")),
+                    entry.get("fullAnswer"),
+                    tuple(interned(types.get(k)) for k in ("structural", "semantic", "detailed")))  # type: ignore[arg-type]

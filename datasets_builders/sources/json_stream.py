@@ -51,6 +51,13 @@ def json_events(path: Path) -> Iterator[tuple[str, str, Any]]:
     return _stream(path, lambda f: ijson.parse(f, use_float=True))
 
 
+def top_level(path: Path) -> str | None:
+    """``"map"`` or ``"array"`` (or None for a scalar or an empty file): what the document is, from
+    its first event, before a reader uses any of it."""
+    first = next(json_events(path), None)
+    return first[1].removeprefix("start_") if first is not None and first[1] in ("start_map", "start_array") else None
+
+
 def _stream(path: Path, walk: Callable[[BinaryIO], Iterator[Any]]) -> Iterator[Any]:
     with _open(path) as f:
         try:

@@ -24,7 +24,7 @@ from datasets_builders.formats.schema import Sample, Source
 from datasets_builders.formats.text import blip_normalise
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
-from datasets_builders.sources.json_stream import json_events, json_pairs
+from datasets_builders.sources.json_stream import json_pairs, top_level
 from datasets_builders.templates.render import render
 
 NAME = "ocrvqa"
@@ -65,9 +65,7 @@ def locate(path: Path, options: Options) -> Layout:
 
 
 def read_records(layout: Layout, split: str | None) -> Iterator[BookRecord | Reject]:
-    first = next(json_events(layout.dataset), None)
-    require(first is not None and first[1] == "start_map", layout.dataset, "expected OCR-VQA: a JSON object of "
-                                                                           "book id -> entry")
+    require(top_level(layout.dataset) == "map", layout.dataset, "expected OCR-VQA: a JSON object of book id -> entry")
     for index, (book_id, entry) in enumerate(json_pairs(layout.dataset)):
         try:
             book = _parse(book_id, entry)

@@ -17,12 +17,16 @@ from datasets_builders.formats.schema import Source
 from datasets_builders.sources.contract import InputFormatError
 
 
+def folders(path: Path) -> list[Path]:
+    """The input folder, then each visible folder one level down, sorted: where publishers' files sit."""
+    return [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
+
+
 def split_files(path: Path, glob: str, name: re.Pattern[str], what: str) -> dict[str, Path]:
     """Split (``name``'s group 1) -> its file, for files matching ``glob`` and then ``name``; in
     split order as sorted. Two files for one split are an input error naming both."""
-    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
     found: dict[str, Path] = {}
-    for folder in folders:
+    for folder in folders(path):
         for p in sorted(folder.glob(glob)):
             if (match := name.match(p.name)) is None:
                 continue

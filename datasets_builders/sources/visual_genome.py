@@ -29,6 +29,7 @@ from datasets_builders.formats.text import blip_normalise
 from datasets_builders.sources.contract import Options, Outcome, RecordError, Reject, make_key, require
 from datasets_builders.sources.images import load_image
 from datasets_builders.sources.json_stream import json_items
+from datasets_builders.sources.split_files import folders
 from datasets_builders.templates.render import render
 
 NAME = "visual-genome"
@@ -63,8 +64,7 @@ class ImageRecord:
 
 
 def locate(path: Path, options: Options) -> Layout:
-    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
-    found = {name: next((f / name for f in folders if (f / name).is_file()), None)
+    found = {name: next((f / name for f in folders(path) if (f / name).is_file()), None)
              for name in ("image_data.json", "region_descriptions.json")}
     require(all(found.values()), path, "expected Visual Genome's image_data.json and region_descriptions.json "
                                        "(with the photos in VG_100K/ and VG_100K_2/), here or one folder down")

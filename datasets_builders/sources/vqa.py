@@ -41,7 +41,7 @@ from datasets_builders.sources.contract import (
     require,
 )
 from datasets_builders.sources.images import load_image
-from datasets_builders.sources.split_files import split_files
+from datasets_builders.sources.split_files import folders, split_files
 from datasets_builders.templates.render import render
 
 NAME = "vqa"
@@ -107,12 +107,11 @@ def locate(path: Path, options: Options) -> Layout:
 def locate_files(path: Path, naming: Naming) -> Layout:
     """The questions files ``naming`` matches in ``path`` or one folder down, each with its
     subtype's annotations file where there is one (the test sets have none)."""
-    folders = [path, *sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))]
     found = split_files(path, "*_questions.json", naming.questions, "questions")
     require(bool(found), path, naming.expected)
     subtypes = []
     for name, questions in sorted(found.items()):
-        answers = [f / naming.annotations.format(name) for f in (questions.parent, *folders)]
+        answers = [f / naming.annotations.format(name) for f in (questions.parent, *folders(path))]
         subtypes.append(Subtype(name, questions, next((a for a in answers if a.is_file()), None)))
     return Layout(path, tuple(subtypes), naming)
 
@@ -191,12 +190,13 @@ class Answers(NamedTuple):
     @classmethod
     def of(cls, ann: Mapping[str, Any]) -> Answers:
         raw = ann.get("answers")
-        texts = tuple(_interned(a.get("answer")) for a in raw if isinstance(a, dict)) if isinstance(raw, list) else ()
-        return cls(texts, _interned(ann.get("multiple_choice_answer")), _interned(ann.get("question_type")),
-                   _interned(ann.get("answer_type")))
+        texts = tuple(interned(a.get("answer")) for a in raw if isinstance(a, dict)) if isinstance(raw, list) else ()
+        return cls(texts, interned(ann.get("multiple_choice_answer")), interned(ann.get("question_type")),
+                   interned(ann.get("answer_type")))
 
 
-def _interned(value: Any) -> Any:
+def interned(value: Any) -> Any:
+    """A string kept once in memory however many records repeat it (answers, question types)."""
     return sys.intern(value) if isinstance(value, str) else value
 
 

@@ -133,10 +133,15 @@ def measure_loader(shards: int, workdir: Path) -> LoaderPoint:
 def predicted_peak(base: BuildPoint, point: BuildPoint, at: int) -> float:
     """Peak RSS at ``at`` samples on the line through two measured builds (memory that stays flat
     has a small slope; memory that grows per sample shows here before it shows at 100k)."""
-    if point.samples == base.samples:
-        return float(point.peak_rss)
-    slope = (point.peak_rss - base.peak_rss) / (point.samples - base.samples)
-    return point.peak_rss + max(slope, 0.0) * max(at - point.samples, 0)
+    return line_at((base.samples, base.peak_rss), (point.samples, point.peak_rss), at)
+
+
+def line_at(base: tuple[int, int], point: tuple[int, int], at: int) -> float:
+    """Peak RSS at size ``at`` on the line through two (size, peak RSS) points; a falling line counts as flat."""
+    if point[0] == base[0]:
+        return float(point[1])
+    slope = (point[1] - base[1]) / (point[0] - base[0])
+    return point[1] + max(slope, 0.0) * max(at - point[0], 0)
 
 
 def run(trials: int, seed: int, workdir: Path) -> list[Outcome]:
@@ -217,8 +222,7 @@ def run_panoptic(trials: int, seed: int, workdir: Path) -> Outcome:
     outcome = Outcome(f"coco-panoptic builds of {' / '.join(_short(n) for n in sizes)} images: peak RSS "
                       f"< {_mb(PANOPTIC_BUDGET)} and flat, every record written", seconds=time.monotonic() - started)
     for point in points:
-        line = (_line(points[0], point, PANOPTIC_SIZES[-1]) if point.images != points[0].images
-                else float(point.peak_rss))
+        line = line_at((points[0].images, points[0].peak_rss), (point.images, point.peak_rss), PANOPTIC_SIZES[-1])
         lost = point.images - point.written - point.rejected
         outcome.trial(point.peak_rss < PANOPTIC_BUDGET and line < PANOPTIC_BUDGET and lost == 0
                       and point.written == point.images,
@@ -228,11 +232,6 @@ def run_panoptic(trials: int, seed: int, workdir: Path) -> Outcome:
     if len(sizes) == len(PANOPTIC_SIZES):
         write_section(CURVE, PANOPTIC_HEADING, panoptic_section(points))
     return outcome
-
-
-def _line(base: PanopticPoint, point: PanopticPoint, at: int) -> float:
-    slope = (point.peak_rss - base.peak_rss) / (point.images - base.images)
-    return point.peak_rss + max(slope, 0.0) * max(at - point.images, 0)
 
 
 def panoptic_section(points: list[PanopticPoint]) -> str:
